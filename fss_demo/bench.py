@@ -1,0 +1,62 @@
+"""Latency of `segment` on a 2-core CPU, beside the bare backbone forward measured in the same run.
+
+    python -m fss_demo.bench [--weights DIR] [--repeats 15]
+
+Prints median milliseconds for 320x320 inputs: one bare backbone pass; `segment` at 1 and 5 shots with
+new supports every call (cold: every image goes through the backbone) and with the same supports and a new
+query (warm: support features come from the cache, as in the app when only the query changes).
+"""
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from .hub import load_model
+
+
+def median_ms(function, repeats):
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--size", type=int, default=320)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_model(args.weights)
+    rng = np.random.default_rng(0)
+    side = args.size
+    picture = lambda: rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    mask = np.zeros((side, side), bool)
+    mask[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
+
+    x = torch.rand(1, 3, side, side)
+    with torch.inference_mode():
+        backbone = median_ms(lambda: model.backbone(x), args.repeats)
+    print(f"threads {torch.get_num_threads()}, input {side}x{side}, median of {args.repeats} runs")
+    print(f"bare backbone forward:        {backbone:7.1f} ms")
+    results = {}
+    for shots in (1, 5):
+        fixed = [(picture(), mask) for _ in range(shots)]
+        cold = median_ms(lambda: model.segment(picture(), [(picture(), mask) for _ in range(shots)]), args.repeats)
+        warm = median_ms(lambda: model.segment(picture(), fixed), args.repeats)
+        results[shots] = (cold, warm)
+        print(f"segment {shots}-shot, new supports: {cold:7.1f} ms  ({cold / ((shots + 1) * backbone):.2f}x of {shots + 1} backbone passes)")
+        print(f"segment {shots}-shot, same supports, new query: {warm:7.1f} ms")
+    cold5 = results[5][0]
+    print(f"5-shot segment / six backbone passes = {cold5 / (6 * backbone):.2f} (aim: <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

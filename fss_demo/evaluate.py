@@ -1,0 +1,177 @@
+"""Evaluate on novel classes: class mIoU and FB-IoU per shot count for the ConvLSTM, the logical OR of
+1-shot predictions, and the training-free prototype baseline, on the same seeded episodes.
+
+    python -m fss_demo.evaluate --weights weights --data ../shared/data/ccp ../shared/data/camvid \
+        --shots 1 2 3 4 5 --episodes 1000 --seed 0 --json results.json --plot results.png
+
+Each episode has max(--shots) supports; the k-shot result uses its first k (so curves are nested).
+Class mIoU follows PASCAL-5i: per class, intersections summed over its episodes over unions summed
+likewise, then the mean over classes. FB-IoU: foreground and background IoU over all episodes, averaged.
+Scored at the network's 320x320 input resolution, pixels labelled 255 left out.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .datasets import EpisodeSampler, novel_split, open_dataset
+from .features import DEFAULT_CACHE, FeatureCache
+from .hub import load_model
+from .model import prototype_baseline
+from .train import collate
+
+METHODS = ("convlstm", "or", "prototype")
+PROBABILITY_GRID = np.round(np.arange(0.2, 0.81, 0.05), 2)  # for the ConvLSTM and OR (sigmoid outputs)
+COSINE_GRID = np.round(np.arange(0.1, 0.81, 0.05), 2)        # for the prototype baseline (cosine similarity)
+
+
+class Tally:
+    """Intersections and unions per (method, shots, threshold, class), for foreground and background."""
+
+    def __init__(self, shots, grids):
+        self.shots, self.grids = shots, grids
+        self.counts = {}  # (method, k, class) -> array (len(grid), 4): fg inter, fg union, bg inter, bg union
+
+    def add(self, method, k, class_id, scores, target):
+        """scores: (H, W) tensor; target: (H, W) tensor in {0, 1, 255}."""
+        valid = target != 255
+        truth = (target == 1) & valid
+        grid = torch.tensor(self.grids[method], dtype=scores.dtype)[:, None]
+        predicted = (scores[valid][None] > grid)
+        truth = truth[valid][None]
+        fg_inter = (predicted & truth).sum(1)
+        fg_union = (predicted | truth).sum(1)
+        bg_inter = (~predicted & ~truth).sum(1)
+        bg_union = (~predicted | ~truth).sum(1)
+        row = torch.stack([fg_inter, fg_union, bg_inter, bg_union], 1).double().numpy()
+        key = (method, k, class_id)
+        self.counts[key] = self.counts.get(key, 0) + row
+
+    def scores(self, method, k):
+        """(class mIoU per threshold, FB-IoU per threshold), in percent."""
+        rows = [v for (m, kk, _), v in self.counts.items() if m == method and kk == k]
+        class_iou = np.mean([r[:, 0] / np.maximum(r[:, 1], 1) for r in rows], axis=0)
+        total = np.sum(rows, axis=0)
+        fb_iou = (total[:, 0] / np.maximum(total[:, 1], 1) + total[:, 2] / np.maximum(total[:, 3], 1)) / 2
+        return 100 * class_iou, 100 * fb_iou
+
+
+def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=DEFAULT_CACHE, fold=0):
+    classes, ids = novel_split(dataset)
+    sampler = EpisodeSampler(dataset, classes, ids, max(shots), seed=seed)
+    cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
+    tally = Tally(shots, {"convlstm": PROBABILITY_GRID, "or": PROBABILITY_GRID, "prototype": COSINE_GRID})
+    chosen = sampler.episodes(episodes)
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(chosen), batch), desc=f"evaluating {dataset.name}", unit="batch"):
+            group = chosen[start:start + batch]
+            query, supports, masks, target = collate(
+                [(dataset, cache, e.class_id, (e.query,) + e.supports) for e in group], max(shots))
+            steps, singles, _ = model.head.run(query, supports, masks, one_shot=True)
+            prototypes = prototype_baseline(query, supports, masks)
+            size = target.shape[-2:]
+            up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0]
+            single_probabilities = torch.sigmoid(up(torch.cat(singles, 1).transpose(0, 1).reshape(-1, 1, *singles[0].shape[-2:])))
+            single_probabilities = single_probabilities.view(len(singles), len(group), *size)
+            for k in shots:
+                convlstm = torch.sigmoid(up(steps[k - 1]))
+                or_fusion = single_probabilities[:k].amax(0)  # OR of thresholded maps = threshold of the max
+                prototype = up(prototypes[k - 1])
+                for i, episode in enumerate(group):
+                    tally.add("convlstm", k, episode.class_id, convlstm[i], target[i])
+                    tally.add("or", k, episode.class_id, or_fusion[i], target[i])
+                    tally.add("prototype", k, episode.class_id, prototype[i], target[i])
+    return tally, sampler
+
+
+def report(tally, shots, thresholds):
+    result = {}
+    for method in METHODS:
+        grid = tally.grids[method]
+        index = int(np.argmin(np.abs(grid - thresholds[method])))
+        result[method] = {}
+        for k in shots:
+            class_iou, fb_iou = tally.scores(method, k)
+            result[method][k] = {"class_miou": round(float(class_iou[index]), 2), "fb_iou": round(float(fb_iou[index]), 2)}
+    return result
+
+
+def best_thresholds(tallies, shots):
+    """The threshold per method that maximises class mIoU averaged over data sets and shot counts."""
+    best = {}
+    for method in METHODS:
+        mean = np.mean([tally.scores(method, k)[0] for tally in tallies for k in shots], axis=0)
+        best[method] = float(tallies[0].grids[method][int(np.argmax(mean))])
+    best["or"] = best["convlstm"]  # OR fuses the same model's outputs: one threshold for both
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=None, help="model folder or Hub repo id (default: the bundled weights)")
+    parser.add_argument("--data", nargs="+", required=True, help="dataset folders (label-map, FSS-1000 or PASCAL layout)")
+    parser.add_argument("--fold", type=int, default=0, help="PASCAL-5i fold")
+    parser.add_argument("--shots", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--plot", help="write a plot of mIoU against shots here")
+    parser.add_argument("--choose-threshold", action="store_true",
+                        help="pick the thresholds that score best on these episodes and save them into --weights")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache", default=DEFAULT_CACHE)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    model = load_model(args.weights)
+    began = time.time()
+    tallies, results = [], {}
+    for root in args.data:
+        dataset = open_dataset(root, fold=args.fold)
+        tally, sampler = evaluate_dataset(model, dataset, args.shots, args.episodes, args.seed, cache_dir=args.cache)
+        tallies.append(tally)
+        results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
+    thresholds = {"convlstm": model.threshold, "or": model.threshold, "prototype": model.prototype_threshold}
+    if args.choose_threshold:
+        thresholds = best_thresholds(tallies, args.shots)
+        print(f"chosen thresholds: {thresholds}")
+        if args.weights and os.path.isdir(args.weights):
+            config_path = os.path.join(args.weights, "config.json")
+            with open(config_path) as f:
+                config = json.load(f)
+            config.update(threshold=thresholds["convlstm"], prototype_threshold=thresholds["prototype"])
+            with open(config_path, "w") as f:
+                json.dump(config, f, indent=2, sort_keys=True)
+            print(f"saved into {config_path}")
+    for name, tally in zip(results, tallies):
+        results[name].update(report(tally, args.shots, thresholds))
+    summary = {"episodes": args.episodes, "seed": args.seed, "shots": args.shots, "thresholds": thresholds,
+               "seconds": round(time.time() - began, 1), "results": results}
+    print_table(summary)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    if args.plot:
+        from .viz import plot_shot_curves
+
+        plot_shot_curves(summary).savefig(args.plot, dpi=120, bbox_inches="tight")
+
+
+def print_table(summary):
+    shots = summary["shots"]
+    print(f"{summary['episodes']} episodes per set, seed {summary['seed']}; class mIoU / FB-IoU (%)")
+    print("| set | method | " + " | ".join(f"{k}-shot" for k in shots) + " |")
+    print("|---|---|" + "---|" * len(shots))
+    for name, result in summary["results"].items():
+        for method in METHODS:
+            cells = [f"{result[method][k]['class_miou']:.1f} / {result[method][k]['fb_iou']:.1f}" for k in shots]
+            print(f"| {name} | {method} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+import os
+
+import numpy as np
+from PIL import Image
+
+from fss_demo.datasets import EpisodeSampler, FSS1000Dataset, LabelMapDataset, Pascal5iDataset, open_dataset
+from fss_demo.datasets.splits import NOVEL_CLASSES, novel_split, training_split
+
+
+def test_labelmap_reader_and_sampler(labelmap_root):
+    dataset = open_dataset(labelmap_root)
+    assert isinstance(dataset, LabelMapDataset)
+    assert dataset.class_names == {1: "square", 2: "bar", 3: "disc"}
+    shares = dataset.class_shares()
+    assert all(len(ids) >= 9 for ids in shares.values())
+    labels = dataset.labels(dataset.ids[0])
+    binary = dataset.binarize(labels, 1)
+    assert set(np.unique(binary)) <= {0, 1, 255} and (binary[0] == 255).all()
+    sampler = EpisodeSampler(dataset, [1, 2, 3], dataset.ids, shots=3, seed=7)
+    first, again = sampler.episodes(20), EpisodeSampler(dataset, [1, 2, 3], dataset.ids, shots=3, seed=7).episodes(20)
+    assert first == again
+    for episode in first:
+        assert len(set((episode.query,) + episode.supports)) == 4
+        for image_id in (episode.query,) + episode.supports:
+            assert episode.class_id in dataset.classes_in(dataset.labels(image_id))
+    assert EpisodeSampler(dataset, [1, 2, 3], dataset.ids, shots=3, seed=8).episodes(20) != first
+
+
+def test_fss1000_reader(tmp_path):
+    for name in ("cat", "cup"):
+        (tmp_path / name).mkdir()
+        for n in range(1, 4):
+            Image.fromarray(np.full((8, 8, 3), 50, np.uint8)).save(tmp_path / name / f"{n}.jpg")
+            mask = np.zeros((8, 8), np.uint8)
+            mask[2:6, 2:6] = 255
+            Image.fromarray(mask).save(tmp_path / name / f"{n}.png")
+    dataset = open_dataset(str(tmp_path))
+    assert isinstance(dataset, FSS1000Dataset) and dataset.class_names == {1: "cat", 2: "cup"}
+    assert dataset.binarize(dataset.labels("cup/1"), 2).sum() == 16
+    episode = EpisodeSampler(dataset, [1, 2], dataset.ids, shots=2).episodes(1)[0]
+    assert all(i.startswith(dataset.class_names[episode.class_id] + "/") for i in (episode.query,) + episode.supports)
+
+
+def test_pascal5i_reader(tmp_path):
+    os.makedirs(tmp_path / "JPEGImages")
+    os.makedirs(tmp_path / "SegmentationClassAug")
+    os.makedirs(tmp_path / "ImageSets" / "Segmentation")
+    ids = []
+    for n in range(4):
+        labels = np.zeros((10, 10), np.uint8)
+        labels[2:8, 2:8] = 6 + (n % 2)  # bus / car: fold 1
+        labels[0] = 255
+        Image.fromarray(labels).save(tmp_path / "SegmentationClassAug" / f"2007_{n}.png")
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "JPEGImages" / f"2007_{n}.jpg")
+        ids.append(f"2007_{n}")
+    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids))
+    dataset = open_dataset(str(tmp_path), fold=1)
+    assert isinstance(dataset, Pascal5iDataset)
+    assert dataset.class_names == {6: "bus", 7: "car", 8: "cat", 9: "chair", 10: "cow"}
+    assert dataset.class_shares() [6] == ["2007_0", "2007_2"]
+
+
+def test_shared_split_is_fixed_and_disjoint():
+    class Fake:
+        name = "ccp"
+        class_names = {i + 1: n for i, n in enumerate(["belt", "bag", "hat", "coat"])}
+        ids = ["a", "b"]
+    novel, _ = novel_split(Fake)
+    training, _ = training_split(Fake)
+    assert novel == [1, 3] and training == [2, 4]
+    assert all(len(names) == len(set(names)) for names in NOVEL_CLASSES.values())

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+import torch
+
+from fss_demo.model import ConvLSTMCell
+
+
+def test_segment_gives_one_mask_per_step_at_query_size(tiny_model, square_episode):
+    (query, _), supports = square_episode
+    seg = tiny_model.segment(query, supports, trace=True)
+    assert len(seg.masks) == len(seg.probabilities) == len(seg.or_masks) == len(seg.gates) == 3
+    for mask, probability in zip(seg.masks, seg.probabilities):
+        assert mask.shape == query.shape[:2] and mask.dtype == bool
+        assert probability.dtype == np.float32 and 0 <= probability.min() and probability.max() <= 1
+    assert set(seg.gates[0]) == {"input_gate", "forget_gate", "output_gate", "candidate", "cell", "hidden"}
+    assert seg.gates[0]["input_gate"].ndim == 3
+    assert tiny_model.segment(query, supports).gates == []
+
+
+def test_first_step_equals_the_first_support_alone(tiny_model, square_episode):
+    (query, _), supports = square_episode
+    seg = tiny_model.segment(query, supports)
+    np.testing.assert_array_equal(seg.masks[0], seg.or_masks[0])
+    for earlier, later in zip(seg.or_masks, seg.or_masks[1:]):  # OR only ever adds pixels
+        assert (later | earlier).sum() == later.sum()
+
+
+def test_any_input_size_works():
+    cell = ConvLSTMCell(4, 8)
+    for size in [(5, 7), (13, 11)]:
+        x = torch.randn(2, 4, *size)
+        (h, c), gates = cell(x, cell.zero_state(x))
+        assert h.shape == (2, 8, *size) and gates["forget_gate"].shape == h.shape
+
+
+def test_support_features_are_reused(tiny_model, square_episode, monkeypatch):
+    (query, _), supports = square_episode
+    tiny_model.clear_cache()
+    tiny_model.segment(query, supports)
+    calls = []
+    original = tiny_model.features
+    monkeypatch.setattr(tiny_model, "features", lambda image: calls.append(1) or original(image))
+    tiny_model.segment(query[::-1].copy(), supports)
+    assert len(calls) == 1  # only the new query went through the backbone
+
+
+def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
+    (query, _), supports = square_episode
+    image, mask = supports[0]
+    with pytest.raises(ValueError, match="at least one support"):
+        tiny_model.segment(query, [])
+    with pytest.raises(ValueError, match="empty"):
+        tiny_model.segment(query, [(image, np.zeros_like(mask))])
+    with pytest.raises(ValueError, match="whole image"):
+        tiny_model.segment(query, [(image, np.ones_like(mask))])
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\x00\x01 not a jpeg")
+    with pytest.raises(ValueError, match="not an image"):
+        tiny_model.segment(str(junk), supports)
+    with pytest.raises(ValueError, match="pair"):
+        tiny_model.segment(query, [image])
+    # a mask of another size is resized, and the model still works after all of the above
+    small_mask = mask[::2, ::2]
+    assert len(tiny_model.segment(query, [(image, small_mask)]).masks) == 1
