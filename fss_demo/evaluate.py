@@ -1,5 +1,6 @@
 """Evaluate on novel classes: class mIoU and FB-IoU per shot count for the ConvLSTM, the logical OR of
-1-shot predictions, and the training-free prototype baseline, on the same seeded episodes.
+1-shot predictions, the mean of the 1-shot logits (what the ConvLSTM must beat to earn its place), and the
+training-free prototype baseline, all on the same seeded episodes.
 
     python -m fss_demo.evaluate --weights weights --data ../shared/data/ccp ../shared/data/camvid \
         --shots 1 2 3 4 5 --episodes 1000 --seed 0 --json results.json --plot results.png
@@ -25,7 +26,7 @@ from .hub import load_model
 from .model import prototype_baseline
 from .train import collate
 
-METHODS = ("convlstm", "or", "prototype")
+METHODS = ("convlstm", "or", "mean", "prototype")
 PROBABILITY_GRID = np.round(np.arange(0.2, 0.81, 0.05), 2)  # for the ConvLSTM and OR (sigmoid outputs)
 COSINE_GRID = np.round(np.arange(0.1, 0.81, 0.05), 2)        # for the prototype baseline (cosine similarity)
 
@@ -65,7 +66,8 @@ def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, max(shots), seed=seed)
     cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
-    tally = Tally(shots, {"convlstm": PROBABILITY_GRID, "or": PROBABILITY_GRID, "prototype": COSINE_GRID})
+    tally = Tally(shots, {"convlstm": PROBABILITY_GRID, "or": PROBABILITY_GRID, "mean": PROBABILITY_GRID,
+                          "prototype": COSINE_GRID})
     chosen = sampler.episodes(episodes)
     with torch.inference_mode():
         for start in tqdm(range(0, len(chosen), batch), desc=f"evaluating {dataset.name}", unit="batch"):
@@ -76,15 +78,16 @@ def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=
             prototypes = prototype_baseline(query, supports, masks)
             size = target.shape[-2:]
             up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0]
-            single_probabilities = torch.sigmoid(up(torch.cat(singles, 1).transpose(0, 1).reshape(-1, 1, *singles[0].shape[-2:])))
-            single_probabilities = single_probabilities.view(len(singles), len(group), *size)
+            single_logits = torch.stack([up(s) for s in singles])  # (K, B, H, W)
             for k in shots:
                 convlstm = torch.sigmoid(up(steps[k - 1]))
-                or_fusion = single_probabilities[:k].amax(0)  # OR of thresholded maps = threshold of the max
+                or_fusion = torch.sigmoid(single_logits[:k].amax(0))  # OR of thresholded maps = threshold of the max
+                mean_fusion = torch.sigmoid(single_logits[:k].mean(0))
                 prototype = up(prototypes[k - 1])
                 for i, episode in enumerate(group):
                     tally.add("convlstm", k, episode.class_id, convlstm[i], target[i])
                     tally.add("or", k, episode.class_id, or_fusion[i], target[i])
+                    tally.add("mean", k, episode.class_id, mean_fusion[i], target[i])
                     tally.add("prototype", k, episode.class_id, prototype[i], target[i])
     return tally, sampler
 
@@ -107,7 +110,7 @@ def best_thresholds(tallies, shots):
     for method in METHODS:
         mean = np.mean([tally.scores(method, k)[0] for tally in tallies for k in shots], axis=0)
         best[method] = float(tallies[0].grids[method][int(np.argmax(mean))])
-    best["or"] = best["convlstm"]  # OR fuses the same model's outputs: one threshold for both
+    best["or"] = best["mean"] = best["convlstm"]  # they fuse the same model's outputs: one threshold for all
     return best
 
 
@@ -136,7 +139,8 @@ def main(argv=None):
         tally, sampler = evaluate_dataset(model, dataset, args.shots, args.episodes, args.seed, cache_dir=args.cache)
         tallies.append(tally)
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
-    thresholds = {"convlstm": model.threshold, "or": model.threshold, "prototype": model.prototype_threshold}
+    thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
+                  "prototype": model.prototype_threshold}
     if args.choose_threshold:
         thresholds = best_thresholds(tallies, args.shots)
         print(f"chosen thresholds: {thresholds}")

@@ -87,10 +87,13 @@ def plot_shot_curves(summary):
     names = list(summary["results"])
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     styles = {"convlstm": ("o-", np.array(PREDICTION_COLOR) / 255, "ConvLSTM"),
-              "or": ("s--", "0.45", "logical OR"), "prototype": ("^:", "tab:orange", "prototype baseline")}
+              "or": ("s--", "0.45", "logical OR"), "mean": ("d-.", "tab:green", "mean of 1-shot logits"),
+              "prototype": ("^:", "tab:orange", "prototype baseline")}
     for ax, name in zip(axes[0], names):
         result = summary["results"][name]
         for method, (style, color, label) in styles.items():
+            if method not in result:
+                continue
             shots = sorted(int(k) for k in result[method])
             ax.plot(shots, [result[method][k if k in result[method] else str(k)]["class_miou"] for k in shots],
                     style, color=color, label=label)
@@ -112,9 +115,20 @@ def _label(tile, text):
     return np.concatenate([np.asarray(band), tile], axis=0)
 
 
-def gate_strip(query, support, support_mask, gates, side=200):
+def gate_ranges(steps):
+    """{gate: (low, high)} of the channel-mean maps over all steps, so that steps share one colour scale
+    stretched to what the gates actually do (they rarely span the whole 0..1)."""
+    ranges = {}
+    for name in ("input_gate", "forget_gate", "output_gate"):
+        means = [step[name].mean(0) for step in steps]
+        ranges[name] = (float(min(m.min() for m in means)), float(max(m.max() for m in means)))
+    return ranges
+
+
+def gate_strip(query, support, support_mask, gates, side=200, title=None, ranges=None):
     """One step of the ConvLSTM as a picture: the support (mask in red), then the channel-mean input,
-    forget and output gates laid over the query (bright = open)."""
+    forget and output gates laid over the query (bright = more open; colour scale from `ranges`, else 0..1);
+    `title` goes on a band above."""
     def fit(image):
         scale = side / max(image.shape[:2])
         size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
@@ -122,12 +136,21 @@ def gate_strip(query, support, support_mask, gates, side=200):
 
     query_small = fit(np.asarray(query, dtype=np.uint8))
     tiles = [_label(fit(overlay(support, support_mask, SUPPORT_COLOR)), "support")]
-    for name, title in (("input_gate", "input gate i"), ("forget_gate", "forget gate f"), ("output_gate", "output gate o")):
+    for name, caption in (("input_gate", "input gate i"), ("forget_gate", "forget gate f"), ("output_gate", "output gate o")):
         mean = gates[name].mean(0)
-        tiles.append(_label(gate_overlay(query_small, mean), f"{title}: mean {mean.mean():.2f}"))
+        low, high = (ranges or {}).get(name, (0.0, 1.0))
+        tiles.append(_label(gate_overlay(query_small, mean, vmin=low, vmax=high), f"{caption}: mean {mean.mean():.2f}"))
     height = max(t.shape[0] for t in tiles)
     padded = [np.pad(t, ((0, height - t.shape[0]), (0, 6), (0, 0)), constant_values=255) for t in tiles]
-    return np.concatenate(padded, axis=1)
+    strip = np.concatenate(padded, axis=1)
+    return _label(strip, title) if title else strip
+
+
+def stack_rows(rows, gap=10):
+    """Stack pictures of possibly different widths top to bottom on white."""
+    width = max(r.shape[1] for r in rows)
+    padded = [np.pad(r, ((0, gap), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.concatenate(padded, axis=0)
 
 
 def gate_share_on_object(gate_map, mask):

@@ -27,7 +27,7 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
                    "--cache", str(cache), "--choose-threshold"])
     summary = json.loads(result.read_text())
     scores = summary["results"]["toyset"]
-    for method in ("convlstm", "or", "prototype"):
+    for method in ("convlstm", "or", "mean", "prototype"):
         for k in ("1", "2"):
             assert 0 <= scores[method][k]["class_miou"] <= 100 and 0 <= scores[method][k]["fb_iou"] <= 100
     assert (tmp_path / "plot.png").stat().st_size > 1000
