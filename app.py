@@ -42,8 +42,8 @@ def editor_image(value):
 
 def editor_mask(value, uploaded_mask, size, what):
     """The object mask: an uploaded mask wins; otherwise whatever was painted on the editor's layers."""
-    if uploaded_mask is not None:
-        return images.load_mask(uploaded_mask, size=size, what=what)
+    if uploaded_mask is not None:  # white = object; the threshold ignores JPEG noise in the black
+        return images.load_mask(np.asarray(uploaded_mask) > 127, size=size, what=what)
     layers = value.get("layers") or [] if isinstance(value, dict) else []
     painted = np.zeros(size, dtype=bool)
     for layer in layers:
@@ -100,7 +100,7 @@ def segment_episode(editors, uploads, query_value, query_upload, progress=None):
     numbers = [number for _, _, number in supports]
     support_view = [(viz.overlay(image, mask, viz.SUPPORT_COLOR, max_side=SHOW_SIDE), f"support {n}")
                     for (image, mask, n) in supports]
-    captions = lambda k, mask: f"after {k} support(s)" + (f" · IoU {100 * viz.iou(mask, truth):.0f}%" if truth is not None else "")
+    captions = lambda k, mask: f"{k} support{'s' if k > 1 else ''}" + (f": IoU {100 * viz.iou(mask, truth):.0f}%" if truth is not None else "")
     lstm_view = [(viz.overlay(query, m, max_side=SHOW_SIDE), captions(k, m)) for k, m in enumerate(seg.masks, start=1)]
     or_view = [(viz.overlay(query, m, max_side=SHOW_SIDE), captions(k, m)) for k, m in enumerate(seg.or_masks, start=1)]
     plot = None
@@ -109,11 +109,12 @@ def segment_episode(editors, uploads, query_value, query_upload, progress=None):
 
         plot = viz.plot_step_iou([viz.iou(m, truth) for m in seg.masks], [viz.iou(m, truth) for m in seg.or_masks])
         plt.close(plot)
-    gate_view = []
+    strips, ranges = [], viz.gate_ranges(seg.gates)
     for k, ((image, mask, n), gates) in enumerate(zip(supports, seg.gates), start=1):
         inside, outside = viz.gate_share_on_object(gates["input_gate"].mean(0), seg.masks[k - 1])
-        gate_view.append((viz.gate_strip(query, image, mask, gates),
-                          f"step {k} (support {n}): input gate {inside:.2f} on the predicted object, {outside:.2f} elsewhere"))
+        title = f"Step {k} (support {n}): input gate {inside:.2f} on the predicted object, {outside:.2f} elsewhere"
+        strips.append(viz.gate_strip(query, image, mask, gates, title=title, ranges=ranges))
+    gate_view = viz.stack_rows(strips)
     summary = f"Ran {len(supports)} support(s): " + ", ".join(str(n) for n in numbers) + "."
     if truth is not None:
         summary += (f" ConvLSTM IoU after each step: " + ", ".join(f"{100 * viz.iou(m, truth):.0f}%" for m in seg.masks)
@@ -154,31 +155,22 @@ def list_examples():
     return found
 
 
-def painted_layer(mask, color=viz.SUPPORT_COLOR, alpha=150):
-    layer = np.zeros(mask.shape + (4,), dtype=np.uint8)
-    layer[mask] = (*color, alpha)
-    return layer
-
-
-def editor_value(image_path, mask_path):
-    image = images.load_image(image_path)
-    mask = images.load_mask(mask_path, size=image.shape[:2]) if mask_path else np.zeros(image.shape[:2], bool)
-    return {"background": image, "layers": [painted_layer(mask)], "composite": None}
-
-
 def load_example(folder):
-    """Values for every input component, from an example folder."""
+    """Values for every input component, from an example folder: photos into the editors, masks into the
+    mask slots under them (where they show as they are and can be replaced or cleared)."""
     with open(os.path.join(folder, "example.json")) as f:
         spec = json.load(f)
-    editors = [gr.update(value=None) for _ in range(MAX_SUPPORTS)]
+    path = lambda name: os.path.join(folder, name)
+    editors, uploads = [None] * MAX_SUPPORTS, [None] * MAX_SUPPORTS
     for i, support in enumerate(spec["supports"]):
-        editors[i] = editor_value(os.path.join(folder, support["image"]), os.path.join(folder, support["mask"]))
-    uploads = [None] * MAX_SUPPORTS
-    query = spec["query"]
-    query_value = editor_value(os.path.join(folder, query["image"]), query.get("mask") and os.path.join(folder, query["mask"]))
+        editors[i] = images.load_image(path(support["image"]))
+        uploads[i] = images.load_mask(path(support["mask"]), size=editors[i].shape[:2]).astype(np.uint8) * 255
+    query = images.load_image(path(spec["query"]["image"]))
+    query_mask = spec["query"].get("mask")
+    query_upload = images.load_mask(path(query_mask), size=query.shape[:2]).astype(np.uint8) * 255 if query_mask else None
     shown = max(FIRST_SUPPORTS, len(spec["supports"]))
     columns = [gr.update(visible=i < shown) for i in range(MAX_SUPPORTS)]
-    return editors + uploads + [query_value, None] + columns + [shown, spec.get("story", "")]
+    return editors + uploads + [query, query_upload] + columns + [shown, spec.get("story", "")]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,10 +188,11 @@ Paint the true object on the query too if you want each step scored (IoU).
 """
 
 GATES_HELP = """
-At every step the ConvLSTM decides how much of the new support to let in. Bright means open:
+At every step the ConvLSTM decides how much of the new support to let in. Bright means more open (the colours
+are stretched to the range the gates use in this run, shared by all steps; the means are on a 0..1 scale):
 the **input gate** lets the new support's evidence into the memory, the **forget gate** keeps what earlier supports
-left there, and the **output gate** decides what of the memory shapes this step's prediction. A support the model
-does not trust shows a dim input gate and a bright forget gate.
+left there, and the **output gate** decides what of the memory shapes this step's prediction. If the model distrusts
+a support, one would expect a dimmer input gate at that step; `notebooks/03_bad_support.ipynb` measures whether it is so.
 """
 
 BRUSH = gr.Brush(colors=["#e61e1e"], default_color="#e61e1e", color_mode="fixed", default_size=24)
@@ -220,8 +213,8 @@ def build_demo():
                     editors.append(gr.ImageEditor(label=f"Support {i + 1}: paint the object", type="numpy",
                                                   image_mode="RGB", brush=BRUSH, layers=False, transforms=(),
                                                   format="png", height=300, sources=("upload", "clipboard")))
-                    uploads.append(gr.Image(label="…or upload its mask", type="numpy", height=110,
-                                            sources=("upload",)))
+                    uploads.append(gr.Image(label="…or upload a mask (white = object)", type="numpy", height=150,
+                                            image_mode="L", sources=("upload",)))
                 columns.append(column)
         with gr.Row():
             add = gr.Button("Add a support", size="sm")
@@ -231,25 +224,25 @@ def build_demo():
                 query = gr.ImageEditor(label="Query: the photo to segment (optional: paint its true object to score)",
                                        type="numpy", image_mode="RGB", brush=BRUSH, layers=False, transforms=(),
                                        format="png", height=360, sources=("upload", "clipboard"))
-                query_upload = gr.Image(label="…or upload the query's true mask (optional)", type="numpy", height=110,
-                                        sources=("upload",))
+                query_upload = gr.Image(label="…or upload its true mask (optional)", type="numpy", height=150,
+                                        image_mode="L", sources=("upload",))
                 go = gr.Button("Run", variant="primary")
             with gr.Column(scale=2):
                 summary = gr.Markdown("")
-                support_gallery = gr.Gallery(label="Supports (mask in red)", columns=5, height="auto",
+                support_gallery = gr.Gallery(label="Supports (mask in red)", columns=5, height=230,
                                              object_fit="contain", elem_id="supports")
-                lstm_gallery = gr.Gallery(label="ConvLSTM: prediction after supports 1..k", columns=5, height="auto",
+                lstm_gallery = gr.Gallery(label="ConvLSTM: prediction after supports 1..k", columns=5, height=230,
                                           object_fit="contain", elem_id="convlstm")
                 or_gallery = gr.Gallery(label="Logical OR of the 1-shot predictions of supports 1..k", columns=5,
-                                        height="auto", object_fit="contain", elem_id="or")
+                                        height=230, object_fit="contain", elem_id="or")
                 iou_plot = gr.Plot(label="IoU after each step (needs the query's true mask)")
         with gr.Accordion("Inside the ConvLSTM: which support did it let in?", open=False):
             gr.Markdown(GATES_HELP)
-            gate_gallery = gr.Gallery(label="Gates per step (channel mean over the query)", columns=1, height="auto",
-                                      object_fit="contain", elem_id="gates")
+            gate_image = gr.Image(label="Gates per step (channel mean over the query; bright = open)",
+                                    elem_id="gates", buttons=["download", "fullscreen"])
 
         inputs = editors + uploads + [query, query_upload]
-        outputs = [support_gallery, lstm_gallery, or_gallery, iou_plot, gate_gallery, summary]
+        outputs = [support_gallery, lstm_gallery, or_gallery, iou_plot, gate_image, summary]
         go.click(run, inputs, outputs, concurrency_limit=1, concurrency_id="model")
 
         def add_support(count):
@@ -262,7 +255,7 @@ def build_demo():
 
         def clear_all():
             return [None] * len(inputs) + [gr.update(visible=i < FIRST_SUPPORTS) for i in range(MAX_SUPPORTS)] + \
-                   [FIRST_SUPPORTS, "", [], [], [], None, [], ""]
+                   [FIRST_SUPPORTS, "", [], [], [], None, None, ""]
 
         clear.click(clear_all, None, inputs + columns + [shown, story] + outputs, queue=False)
         for button, folder in zip(example_buttons, examples.values()):

@@ -68,7 +68,7 @@ def test_client_runs_an_episode_and_survives_bad_requests(server, tmp_path):
         return client.predict(*pad(editors), *pad(masks), query_value, query_mask, api_name="/run")
 
     supports_out, lstm, or_out, plot, gates, summary = run(supports, uploads, query, truth)
-    assert len(supports_out) == len(lstm) == len(or_out) == len(gates) == k
+    assert len(supports_out) == len(lstm) == len(or_out) == k and gates is not None
     assert "IoU" in summary and plot is not None
 
     with pytest.raises(AppError, match="at least one support"):
@@ -102,4 +102,8 @@ def test_browser_loads_an_example_and_shows_k_predictions_per_row(server):
         expect(page.locator("#or img")).to_have_count(k, timeout=30_000)
         page.wait_for_timeout(500)
         page.screenshot(path=os.path.join(ARTIFACTS, "app.png"), full_page=True)
+        page.get_by_text("Inside the ConvLSTM").click()
+        expect(page.locator("#gates img")).to_have_count(1, timeout=30_000)
+        page.locator("#gates").scroll_into_view_if_needed()
+        page.screenshot(path=os.path.join(ARTIFACTS, "app_gates.png"), full_page=True)
         browser.close()
