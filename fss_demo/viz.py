@@ -108,10 +108,10 @@ def plot_shot_curves(summary):
 
 def _label(tile, text):
     """Write a short caption on a white band above a tile."""
-    from PIL import ImageDraw
+    from PIL import ImageDraw, ImageFont
 
-    band = Image.new("RGB", (tile.shape[1], 22), (255, 255, 255))
-    ImageDraw.Draw(band).text((4, 5), text, fill=(20, 20, 20))
+    band = Image.new("RGB", (tile.shape[1], 26), (255, 255, 255))
+    ImageDraw.Draw(band).text((4, 4), text, fill=(20, 20, 20), font=ImageFont.load_default(size=15))
     return np.concatenate([np.asarray(band), tile], axis=0)
 
 
