@@ -213,7 +213,7 @@ def build_demo():
                     editors.append(gr.ImageEditor(label=f"Support {i + 1}: paint the object", type="numpy",
                                                   image_mode="RGB", brush=BRUSH, layers=False, transforms=(),
                                                   format="png", height=300, sources=("upload", "clipboard")))
-                    uploads.append(gr.Image(label="…or upload a mask (white = object)", type="numpy", height=150,
+                    uploads.append(gr.Image(label="…or its mask (white = object)", type="numpy", height=150,
                                             image_mode="L", sources=("upload",)))
                 columns.append(column)
         with gr.Row():
@@ -224,7 +224,7 @@ def build_demo():
                 query = gr.ImageEditor(label="Query: the photo to segment (optional: paint its true object to score)",
                                        type="numpy", image_mode="RGB", brush=BRUSH, layers=False, transforms=(),
                                        format="png", height=360, sources=("upload", "clipboard"))
-                query_upload = gr.Image(label="…or upload its true mask (optional)", type="numpy", height=150,
+                query_upload = gr.Image(label="…its true mask (optional)", type="numpy", height=150,
                                         image_mode="L", sources=("upload",))
                 go = gr.Button("Run", variant="primary")
             with gr.Column(scale=2):
