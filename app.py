@@ -44,7 +44,7 @@ def editor_mask(value, uploaded_mask, size, what):
     """The object mask: an uploaded mask wins; otherwise whatever was painted on the editor's layers."""
     if uploaded_mask is not None:  # white = object; the threshold ignores JPEG noise in the black
         return images.load_mask(np.asarray(uploaded_mask) > 127, size=size, what=what)
-    layers = value.get("layers") or [] if isinstance(value, dict) else []
+    layers = (value.get("layers") or []) if isinstance(value, dict) else []
     painted = np.zeros(size, dtype=bool)
     for layer in layers:
         if layer is None:
@@ -97,17 +97,22 @@ def segment_episode(editors, uploads, query_value, query_upload, progress=None):
     seg = model.segment(query, [(image, mask) for image, mask, _ in supports], trace=True)
     step(0.8, desc="Drawing")
 
-    numbers = [number for _, _, number in supports]
     support_view = [(viz.overlay(image, mask, viz.SUPPORT_COLOR, max_side=SHOW_SIDE), f"support {n}")
                     for (image, mask, n) in supports]
-    captions = lambda k, mask: f"{k} support{'s' if k > 1 else ''}" + (f": IoU {100 * viz.iou(mask, truth):.0f}%" if truth is not None else "")
-    lstm_view = [(viz.overlay(query, m, max_side=SHOW_SIDE), captions(k, m)) for k, m in enumerate(seg.masks, start=1)]
-    or_view = [(viz.overlay(query, m, max_side=SHOW_SIDE), captions(k, m)) for k, m in enumerate(seg.or_masks, start=1)]
+    lstm_ious = [viz.iou(m, truth) for m in seg.masks] if truth is not None else None
+    or_ious = [viz.iou(m, truth) for m in seg.or_masks] if truth is not None else None
+
+    def row(masks, ious):
+        return [(viz.overlay(query, m, max_side=SHOW_SIDE),
+                 f"{k} support{'s' if k > 1 else ''}" + (f": IoU {100 * ious[k - 1]:.0f}%" if ious else ""))
+                for k, m in enumerate(masks, start=1)]
+
+    lstm_view, or_view = row(seg.masks, lstm_ious), row(seg.or_masks, or_ious)
     plot = None
     if truth is not None:
         import matplotlib.pyplot as plt
 
-        plot = viz.plot_step_iou([viz.iou(m, truth) for m in seg.masks], [viz.iou(m, truth) for m in seg.or_masks])
+        plot = viz.plot_step_iou(lstm_ious, or_ious)
         plt.close(plot)
     strips, ranges = [], viz.gate_ranges(seg.gates)
     for k, ((image, mask, n), gates) in enumerate(zip(supports, seg.gates), start=1):
@@ -115,10 +120,10 @@ def segment_episode(editors, uploads, query_value, query_upload, progress=None):
         title = f"Step {k} (support {n}): input gate {inside:.2f} on the predicted object, {outside:.2f} elsewhere"
         strips.append(viz.gate_strip(query, image, mask, gates, title=title, ranges=ranges))
     gate_view = viz.stack_rows(strips)
-    summary = f"Ran {len(supports)} support(s): " + ", ".join(str(n) for n in numbers) + "."
+    summary = f"Ran {len(supports)} support(s): " + ", ".join(str(n) for _, _, n in supports) + "."
     if truth is not None:
-        summary += (f" ConvLSTM IoU after each step: " + ", ".join(f"{100 * viz.iou(m, truth):.0f}%" for m in seg.masks)
-                    + "; logical OR: " + ", ".join(f"{100 * viz.iou(m, truth):.0f}%" for m in seg.or_masks) + ".")
+        percent = lambda values: ", ".join(f"{100 * v:.0f}%" for v in values)
+        summary += f" ConvLSTM IoU after each step: {percent(lstm_ious)}; logical OR: {percent(or_ious)}."
     step(1.0, desc="Done")
     return support_view, lstm_view, or_view, plot, gate_view, summary, warnings
 
@@ -130,10 +135,10 @@ def run(*values, progress=gr.Progress()):
     try:
         *outputs, warnings = segment_episode(editors, uploads, query_value, query_upload, progress)
     except ValueError as error:
-        raise gr.Error(str(error))
+        raise gr.Error(str(error)) from None
     except Exception:  # a bug must not take the app down: say so, log it, keep serving
         log.exception("segmentation failed")
-        raise gr.Error("Something went wrong while segmenting these images. Try other images, or fewer or smaller ones.")
+        raise gr.Error("Something went wrong while segmenting these images. Try other images, or fewer or smaller ones.") from None
     for warning in warnings:
         gr.Warning(warning)
     return outputs

@@ -4,7 +4,6 @@ from PIL import Image, ImageFilter
 
 SUPPORT_COLOR = (230, 30, 30)      # support with its mask in red (paper, Fig. 2)
 PREDICTION_COLOR = (30, 100, 255)  # query with the prediction in blue
-GATE_NAMES = ("input_gate", "forget_gate", "output_gate", "candidate", "cell", "hidden")
 
 
 def iou(predicted, truth):
@@ -48,11 +47,6 @@ def gate_overlay(image, gate_map, alpha=0.6, cmap="magma", vmin=0.0, vmax=1.0):
     image = np.asarray(image, dtype=np.uint8)
     color = heatmap(gate_map, image.shape[:2], cmap=cmap, vmin=vmin, vmax=vmax).astype(np.float32)
     return ((1 - alpha) * image + alpha * color).astype(np.uint8)
-
-
-def gate_means(gates):
-    """{gate name: channel-mean map} for one step of `Segmentation.gates`."""
-    return {name: gates[name].mean(0) for name in GATE_NAMES}
 
 
 def gate_saturation(gates, low=0.1, high=0.9):

@@ -30,10 +30,6 @@ class LabelMapDataset(Dataset):
         with open(os.path.join(self.root, "splits", f"{name}.txt")) as f:
             return [line.strip() for line in f if line.strip()]
 
-    def splits(self):
-        folder = os.path.join(self.root, "splits")
-        return sorted(os.path.splitext(f)[0] for f in os.listdir(folder)) if os.path.isdir(folder) else []
-
     def image(self, image_id):
         for extension in (".jpg", ".jpeg", ".png"):
             path = os.path.join(self.root, "images", image_id + extension)
