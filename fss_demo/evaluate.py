@@ -27,8 +27,10 @@ from .model import prototype_baseline
 from .train import collate
 
 METHODS = ("convlstm", "or", "mean", "prototype")
-PROBABILITY_GRID = np.round(np.arange(0.2, 0.81, 0.05), 2)  # for the ConvLSTM and OR (sigmoid outputs)
-COSINE_GRID = np.round(np.arange(0.1, 0.81, 0.05), 2)        # for the prototype baseline (cosine similarity)
+# Candidate thresholds. The low end matters: on novel classes from an unseen kind of scene (CamVid's street
+# objects) the model's probabilities are low but still well above the background's.
+PROBABILITY_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)  # for the ConvLSTM and OR (sigmoid outputs)
+COSINE_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)       # for the prototype baseline (cosine similarity)
 
 
 class Tally:

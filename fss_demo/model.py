@@ -120,21 +120,24 @@ class ResidualSpatialAttention(nn.Module):
 # The trainable head
 
 
-# 2 cosine maps at each of the 3 levels, and the prior at strides 16 and 32 (PFENet takes it from high-level
-# features; at stride 8 it cost a third of a training step for the least semantic features).
-GUIDANCE_CHANNELS = 8
+def guidance_channels(prior_levels):
+    """2 cosine maps at each of the 3 levels, plus one prior map per level in `prior_levels` (0, 1, 2 = stride 8,
+    16, 32). PFENet takes the prior from high-level features; at stride 8 it sees small objects but costs most."""
+    return 6 + len(prior_levels)
 
 
 class FusionHead(nn.Module):
     """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step."""
 
-    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2):
+    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, prior_levels=(1, 2)):
         super().__init__()
+        self.prior_levels = tuple(prior_levels)
+        guidance = guidance_channels(self.prior_levels)
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
         self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
         self.support_proj = nn.ModuleList(nn.Linear(c, width) for c in level_channels)
-        self.guide_proj = nn.Conv2d(GUIDANCE_CHANNELS, width, 1)
+        self.guide_proj = nn.Conv2d(guidance, width, 1)
         self.feature_dropout = nn.Dropout2d(feature_dropout)
         self.down = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1))  # stride 8 -> 16
         self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
@@ -142,7 +145,7 @@ class FusionHead(nn.Module):
         self.to_lstm = nn.Conv2d(width, width, 1)
         self.lstm = ConvLSTMCell(width, hidden)
         self.decoder = nn.Sequential(
-            nn.Conv2d(hidden + GUIDANCE_CHANNELS, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1))
+            nn.Conv2d(hidden + guidance, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1))
         # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
         # (and can always fall back to) the training-free cue.
         self.similarity_scale = nn.Parameter(torch.tensor(10.0))
@@ -154,7 +157,7 @@ class FusionHead(nn.Module):
         query, support: lists of 3 level maps (N, C, h, w); mask: (N, 1, H, W) soft support mask.
         """
         masks = [resize_mask(mask, level) for level in support]
-        guidance = [level_guidance(q, s, m, with_prior=level > 0) for level, (q, s, m) in enumerate(zip(query, support, masks))]
+        guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels) for level, (q, s, m) in enumerate(zip(query, support, masks))]
         size8 = query[0].shape[-2:]
         guidance = torch.cat([F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
                               else g for g in guidance], 1)
@@ -224,11 +227,11 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     >>> seg = model.segment(query, [(image, mask), ...])
     """
 
-    def __init__(self, backbone="mobilenet_v2", width=64, hidden=64, input_size=images.NETWORK_SIZE,
+    def __init__(self, backbone="mobilenet_v2", width=64, hidden=64, prior_levels=(1, 2), input_size=images.NETWORK_SIZE,
                  threshold=0.5, prototype_threshold=0.5, support_cache_size=32):
         super().__init__()
         self.backbone = build_backbone(backbone)
-        self.head = FusionHead(LEVEL_CHANNELS[backbone], width=width, hidden=hidden)
+        self.head = FusionHead(LEVEL_CHANNELS[backbone], width=width, hidden=hidden, prior_levels=prior_levels)
         self.input_size = input_size
         self.threshold = threshold  # chosen on validation episodes (see fss_demo.evaluate --choose-threshold)
         self.prototype_threshold = prototype_threshold

@@ -62,3 +62,16 @@ def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
     # a mask of another size is resized, and the model still works after all of the above
     small_mask = mask[::2, ::2]
     assert len(tiny_model.segment(query, [(image, small_mask)]).masks) == 1
+
+
+@pytest.mark.parametrize("backbone, prior_levels", [("efficientnet_lite0", (0, 1, 2)), ("mobilenet_v2", (2,))])
+def test_backbone_and_prior_levels_are_saved_with_the_model(backbone, prior_levels, square_episode, tmp_path):
+    from fss_demo import FewShotSegmenter
+
+    (query, _), supports = square_episode
+    torch.manual_seed(0)
+    model = FewShotSegmenter(backbone=backbone, prior_levels=prior_levels, input_size=64, width=16, hidden=16)
+    model.save_pretrained(tmp_path)
+    loaded = FewShotSegmenter.from_pretrained(tmp_path)
+    assert loaded.head.prior_levels == prior_levels and type(loaded.backbone) is type(model.backbone)
+    np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1], model.segment(query, supports).probabilities[-1])
