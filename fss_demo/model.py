@@ -35,14 +35,18 @@ def resize_mask(mask, features):
     return F.adaptive_avg_pool2d(mask, features.shape[-2:])
 
 
-def level_guidance(query, support, mask, with_prior=True):
+def level_guidance(query, support, mask, with_prior=True, pool_support=False):
     """Maps at one backbone level: cosine to the object prototype, cosine to the background prototype,
-    and the prior (PFENet): each query pixel's best cosine to any support pixel on the object, min-max scaled."""
+    and the prior (PFENet): each query pixel's best cosine to any support pixel on the object, min-max scaled.
+    pool_support: match against 2x2-pooled support pixels (a quarter of the cost at stride 8; the query side,
+    where small objects must be found, keeps its resolution)."""
     object_prototype = masked_average(support, mask)
     background_prototype = masked_average(support, 1 - mask)
     cosines = [cosine_map(query, object_prototype), cosine_map(query, background_prototype)]
     if not with_prior:
         return torch.cat(cosines, 1)
+    if pool_support:
+        support, mask = F.avg_pool2d(support, 2, ceil_mode=True), F.avg_pool2d(mask, 2, ceil_mode=True)
     pixel_match = torch.einsum("ncq,ncs->nqs", F.normalize(query, dim=1).flatten(2), F.normalize(support, dim=1).flatten(2))
     weights = mask.flatten(2)
     on_object = weights >= 0.5 * weights.amax(-1, keepdim=True).clamp_min(1e-6)  # robust to tiny masks
@@ -157,7 +161,7 @@ class FusionHead(nn.Module):
         query, support: lists of 3 level maps (N, C, h, w); mask: (N, 1, H, W) soft support mask.
         """
         masks = [resize_mask(mask, level) for level in support]
-        guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels) for level, (q, s, m) in enumerate(zip(query, support, masks))]
+        guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels, pool_support=level == 0) for level, (q, s, m) in enumerate(zip(query, support, masks))]
         size8 = query[0].shape[-2:]
         guidance = torch.cat([F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
                               else g for g in guidance], 1)
