@@ -133,9 +133,12 @@ def guidance_channels(prior_levels):
 class FusionHead(nn.Module):
     """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step."""
 
-    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, prior_levels=(1, 2)):
+    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, prior_levels=(1, 2), max_guidance=False):
         super().__init__()
         self.prior_levels = tuple(prior_levels)
+        # The decoder sees the mean of supports 1..k's guidance maps and, with max_guidance, also their maximum:
+        # the mean blurs a small object that only some supports match well; the maximum keeps it (as the OR does).
+        self.max_guidance = max_guidance
         guidance = guidance_channels(self.prior_levels)
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
@@ -149,7 +152,7 @@ class FusionHead(nn.Module):
         self.to_lstm = nn.Conv2d(width, width, 1)
         self.lstm = ConvLSTMCell(width, hidden)
         self.decoder = nn.Sequential(
-            nn.Conv2d(hidden + guidance, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1))
+            nn.Conv2d(hidden + guidance * (2 if max_guidance else 1), 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1))
         # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
         # (and can always fall back to) the training-free cue.
         self.similarity_scale = nn.Parameter(torch.tensor(10.0))
@@ -176,6 +179,9 @@ class FusionHead(nn.Module):
         prototype = masked_average(proto_support, resize_mask(mask, proto_support))
         return x, guidance, prototype
 
+    def pool_guidance(self, mean, maximum):
+        return torch.cat([mean, maximum], 1) if self.max_guidance else mean
+
     def decode(self, hidden, guidance, similarity):
         up = F.interpolate(hidden, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
@@ -189,18 +195,20 @@ class FusionHead(nn.Module):
         """
         query_proto_features = prototype_features(query)
         state, steps, singles, traces = None, [], [], []
-        guidance_sum, prototype_sum = 0, 0
+        guidance_sum, guidance_max, prototype_sum = 0, None, 0
         for k, (support, mask) in enumerate(zip(supports, masks), start=1):
             x, guidance, prototype = self.context(query, support, mask)
             if state is None:
                 state = self.lstm.zero_state(x)
             state, gates = self.lstm(x, state)
             guidance_sum, prototype_sum = guidance_sum + guidance, prototype_sum + prototype
+            guidance_max = guidance if guidance_max is None else torch.maximum(guidance_max, guidance)
             similarity = cosine_map(query_proto_features, prototype_sum / k)
-            steps.append(self.decode(state[0], guidance_sum / k, similarity))
+            steps.append(self.decode(state[0], self.pool_guidance(guidance_sum / k, guidance_max), similarity))
             if one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
                 single_state, _ = self.lstm(x, self.lstm.zero_state(x))
-                singles.append(self.decode(single_state[0], guidance, cosine_map(query_proto_features, prototype)))
+                singles.append(self.decode(single_state[0], self.pool_guidance(guidance, guidance),
+                                           cosine_map(query_proto_features, prototype)))
             if trace:
                 traces.append({name: value.detach() for name, value in gates.items()})
         return steps, singles, traces
@@ -231,11 +239,12 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     >>> seg = model.segment(query, [(image, mask), ...])
     """
 
-    def __init__(self, backbone="mobilenet_v2", width=64, hidden=64, prior_levels=(1, 2), input_size=images.NETWORK_SIZE,
-                 threshold=0.5, prototype_threshold=0.5, support_cache_size=32):
+    def __init__(self, backbone="mobilenet_v2", width=64, hidden=64, prior_levels=(1, 2), max_guidance=False,
+                 input_size=images.NETWORK_SIZE, threshold=0.5, prototype_threshold=0.5, support_cache_size=32):
         super().__init__()
         self.backbone = build_backbone(backbone)
-        self.head = FusionHead(LEVEL_CHANNELS[backbone], width=width, hidden=hidden, prior_levels=prior_levels)
+        self.head = FusionHead(LEVEL_CHANNELS[backbone], width=width, hidden=hidden, prior_levels=prior_levels,
+                               max_guidance=max_guidance)
         self.input_size = input_size
         self.threshold = threshold  # chosen on validation episodes (see fss_demo.evaluate --choose-threshold)
         self.prototype_threshold = prototype_threshold

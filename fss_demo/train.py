@@ -94,6 +94,8 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--prior-levels", nargs="+", type=int, default=[1, 2],
                         help="backbone levels (0, 1, 2 = stride 8, 16, 32) that get a PFENet prior map")
+    parser.add_argument("--max-guidance", action="store_true",
+                        help="the decoder also sees the maximum of the supports' guidance maps, not only their mean")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3000)
@@ -117,7 +119,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model = FewShotSegmenter(backbone=args.backbone, width=args.width, hidden=args.hidden, prior_levels=args.prior_levels,
-                             input_size=args.input_size)
+                             max_guidance=args.max_guidance, input_size=args.input_size)
     if not args.no_pretrained:
         model.backbone.load_imagenet()
     source = EpisodeSource(args.data, model.backbone, args.shots, args.cache, args.input_size, args.balance)

@@ -64,14 +64,17 @@ def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
     assert len(tiny_model.segment(query, [(image, small_mask)]).masks) == 1
 
 
-@pytest.mark.parametrize("backbone, prior_levels", [("efficientnet_lite0", (0, 1, 2)), ("mobilenet_v2", (2,))])
-def test_backbone_and_prior_levels_are_saved_with_the_model(backbone, prior_levels, square_episode, tmp_path):
+@pytest.mark.parametrize("backbone, prior_levels, max_guidance", [("efficientnet_lite0", (0, 1, 2), True),
+                                                                  ("mobilenet_v2", (2,), False)])
+def test_architecture_options_are_saved_with_the_model(backbone, prior_levels, max_guidance, square_episode, tmp_path):
     from fss_demo import FewShotSegmenter
 
     (query, _), supports = square_episode
     torch.manual_seed(0)
-    model = FewShotSegmenter(backbone=backbone, prior_levels=prior_levels, input_size=64, width=16, hidden=16)
+    model = FewShotSegmenter(backbone=backbone, prior_levels=prior_levels, max_guidance=max_guidance, input_size=64,
+                             width=16, hidden=16)
     model.save_pretrained(tmp_path)
     loaded = FewShotSegmenter.from_pretrained(tmp_path)
-    assert loaded.head.prior_levels == prior_levels and type(loaded.backbone) is type(model.backbone)
+    assert loaded.head.prior_levels == prior_levels and loaded.head.max_guidance == max_guidance
+    assert type(loaded.backbone) is type(model.backbone)
     np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1], model.segment(query, supports).probabilities[-1])
