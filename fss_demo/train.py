@@ -94,8 +94,9 @@ def main(argv=None):
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--prior-levels", nargs="+", type=int, default=[1, 2],
                         help="backbone levels (0, 1, 2 = stride 8, 16, 32) that get a PFENet prior map")
-    parser.add_argument("--max-guidance", action="store_true",
-                        help="the decoder also sees the maximum of the supports' guidance maps, not only their mean")
+    parser.add_argument("--max-guidance", action=argparse.BooleanOptionalAction, default=True,
+                        help="the decoder also sees the maximum of the supports' guidance maps, not only their mean "
+                             "(run 5 in NOTES.md; --no-max-guidance gives run 1's head)")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=3000)
