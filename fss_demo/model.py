@@ -133,7 +133,8 @@ def guidance_channels(prior_levels):
 class FusionHead(nn.Module):
     """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step."""
 
-    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, prior_levels=(1, 2), max_guidance=False):
+    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, prior_levels=(1, 2),
+                 max_guidance=False):
         super().__init__()
         self.prior_levels = tuple(prior_levels)
         # The decoder sees the mean of supports 1..k's guidance maps and, with max_guidance, also their maximum:
@@ -164,7 +165,8 @@ class FusionHead(nn.Module):
         query, support: lists of 3 level maps (N, C, h, w); mask: (N, 1, H, W) soft support mask.
         """
         masks = [resize_mask(mask, level) for level in support]
-        guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels, pool_support=level == 0) for level, (q, s, m) in enumerate(zip(query, support, masks))]
+        guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels, pool_support=level == 0)
+                    for level, (q, s, m) in enumerate(zip(query, support, masks))]
         size8 = query[0].shape[-2:]
         guidance = torch.cat([F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
                               else g for g in guidance], 1)
@@ -205,7 +207,9 @@ class FusionHead(nn.Module):
             guidance_max = guidance if guidance_max is None else torch.maximum(guidance_max, guidance)
             similarity = cosine_map(query_proto_features, prototype_sum / k)
             steps.append(self.decode(state[0], self.pool_guidance(guidance_sum / k, guidance_max), similarity))
-            if one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
+            if one_shot and k == 1:  # step 1 already is the first support alone
+                singles.append(steps[0])
+            elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
                 single_state, _ = self.lstm(x, self.lstm.zero_state(x))
                 singles.append(self.decode(single_state[0], self.pool_guidance(guidance, guidance),
                                            cosine_map(query_proto_features, prototype)))
