@@ -4,7 +4,8 @@
 
 Prints median milliseconds for 320x320 inputs: one bare backbone pass; `segment` at 1 and 5 shots with
 new supports every call (cold: every image goes through the backbone) and with the same supports and a new
-query (warm: support features come from the cache, as in the app when only the query changes).
+query (warm: support features come from the cache, as in the app when only the query changes). The five
+measurements take turns within each repeat, so a busy spell of the machine slows them alike.
 """
 import argparse
 import statistics
@@ -16,14 +17,18 @@ import torch
 from .hub import load_model
 
 
-def median_ms(function, repeats):
-    function()  # warm-up
-    times = []
+def median_ms(functions, repeats):
+    """Median milliseconds of each function. They take turns within every repeat, so a slow spell of a shared
+    machine hits all of them alike and their ratios stay meaningful."""
+    for function in functions.values():
+        function()  # warm-up
+    times = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv=None):
@@ -42,20 +47,21 @@ def main(argv=None):
     mask[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
 
     x = torch.rand(1, 3, side, side)
+    fixed = {shots: [(picture(), mask) for _ in range(shots)] for shots in (1, 5)}
+    new_supports = lambda shots: model.segment(picture(), [(picture(), mask) for _ in range(shots)])
     with torch.inference_mode():
-        backbone = median_ms(lambda: model.backbone(x), args.repeats)
+        ms = median_ms({"backbone": lambda: model.backbone(x),
+                        "cold1": lambda: new_supports(1), "warm1": lambda: model.segment(picture(), fixed[1]),
+                        "cold5": lambda: new_supports(5), "warm5": lambda: model.segment(picture(), fixed[5])},
+                       args.repeats)
+    backbone = ms["backbone"]
     print(f"threads {torch.get_num_threads()}, input {side}x{side}, median of {args.repeats} runs")
     print(f"bare backbone forward:        {backbone:7.1f} ms")
-    results = {}
     for shots in (1, 5):
-        fixed = [(picture(), mask) for _ in range(shots)]
-        cold = median_ms(lambda: model.segment(picture(), [(picture(), mask) for _ in range(shots)]), args.repeats)
-        warm = median_ms(lambda: model.segment(picture(), fixed), args.repeats)
-        results[shots] = (cold, warm)
+        cold, warm = ms[f"cold{shots}"], ms[f"warm{shots}"]
         print(f"segment {shots}-shot, new supports: {cold:7.1f} ms  ({cold / ((shots + 1) * backbone):.2f}x of {shots + 1} backbone passes)")
         print(f"segment {shots}-shot, same supports, new query: {warm:7.1f} ms")
-    cold5 = results[5][0]
-    print(f"5-shot segment / six backbone passes = {cold5 / (6 * backbone):.2f} (aim: <= 1.5)")
+    print(f"5-shot segment / six backbone passes = {ms['cold5'] / (6 * backbone):.2f} (aim: <= 1.5)")
 
 
 if __name__ == "__main__":
