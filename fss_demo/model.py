@@ -245,6 +245,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
 
     def __init__(self, backbone="mobilenet_v2", width=64, hidden=64, prior_levels=(1, 2), max_guidance=False,
                  input_size=images.NETWORK_SIZE, threshold=0.5, prototype_threshold=0.5, support_cache_size=32):
+        # Defaults are the first head's, so a saved config.json without the newer keys still loads as written;
+        # the published model's config.json sets max_guidance (train.py's default recipe).
         super().__init__()
         self.backbone = build_backbone(backbone)
         self.head = FusionHead(LEVEL_CHANNELS[backbone], width=width, hidden=hidden, prior_levels=prior_levels,
