@@ -1,127 +1,361 @@
 """Turn whatever a user hands us (paths, PIL images, numpy arrays) into clean RGB images and binary masks.
 
-Every problem becomes a `ValueError` whose message a person can act on.
+Every problem becomes a `ValueError` whose message starts with what was being read ("support 2 mask", ...), names
+the problem and says what was expected. What is unambiguous is accepted; what could be read in two ways is refused
+rather than guessed (a guess would give a silently wrong segmentation).
 """
 import os
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 # Side the network sees (as in the paper); any photo is squashed to it and the prediction resized back.
 NETWORK_SIZE = 320
 # Larger inputs are first shrunk so their longer side is at most this, to bound memory and time.
 MAX_SIDE = 2048
-# PIL refuses images over ~179 megapixels by default; we keep that guard against decompression bombs.
+# A support mask covering more than this share of its image marks no object to tell apart from a background.
+WHOLE_IMAGE_SHARE = 0.995
+# A mask whose aspect ratio differs from its image's by more than this share is refused rather than stretched.
+ASPECT_TOLERANCE = 0.02
+
+IMAGE_SHAPES = "(H, W), (H, W, 3) or (H, W, 4)"
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Opening
+
+
+def _too_large(what, name):
+    return ValueError(f"{what}: {name} is too large to open safely (over {_bomb_limit() / 1e6:.0f} megapixels, "
+                      f"PIL's guard against decompression bombs); expected a smaller picture")
+
+
+def _bomb_limit():
+    """Pixels above which PIL refuses to open an image (twice Image.MAX_IMAGE_PIXELS, about 179 MP)."""
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else float("inf")
 
 
 def _open(source, what):
+    """A loaded PIL image or a numpy array; files that cannot be read become ValueErrors naming `what`."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise ValueError(f"{what}: no file at {path!r}")
+        name = repr(os.path.basename(path))
+        # DecompressionBombError is no OSError: it gets its own clause (raised by open() as well as by load()).
         try:
             image = Image.open(path)
             image.load()
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"{what}: {os.path.basename(path)!r} is not an image file that can be read ({error})") from None
         except Image.DecompressionBombError:
-            raise ValueError(f"{what}: {os.path.basename(path)!r} is too large to open safely") from None
+            raise _too_large(what, name) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as error:  # UnidentifiedImageError is an OSError
+            raise ValueError(f"{what}: {name} is not an image file that can be read ({error}); "
+                             f"expected a complete PNG, JPEG or other picture file") from None
         return image
     if isinstance(source, Image.Image):
+        # A PIL image opened by the caller is read lazily: a truncated or damaged file only fails here.
+        if source.width * source.height > _bomb_limit():
+            raise _too_large(what, "the PIL image")
+        try:
+            source.load()
+        except Image.DecompressionBombError:
+            raise _too_large(what, "the PIL image") from None
+        except (OSError, SyntaxError, ValueError, EOFError, AttributeError, AssertionError) as error:
+            # (a PIL image whose file was closed before it was read fails with an AssertionError)
+            raise ValueError(f"{what}: the PIL image could not be read ({str(error) or type(error).__name__}): "
+                             f"is its file truncated, damaged or already closed? Expected a complete picture") from None
         return source
     if isinstance(source, np.ndarray):
         return source
     raise ValueError(f"{what}: expected a file path, a PIL image or a numpy array, got {type(source).__name__}")
 
 
-def _to_uint8(array):
-    if array.dtype == np.bool_:
+def _check_size(height, width, what):
+    if height == 0 or width == 0:
+        raise ValueError(f"{what} is empty (size {width}x{height}); expected a picture at least 1x1")
+
+
+def _upright(image, what):
+    """Apply the EXIF orientation, so that the array is the picture as viewers show it."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as error:  # a malformed EXIF block: refuse rather than guess the orientation
+        raise ValueError(f"{what}: its EXIF orientation could not be read ({error}); "
+                         f"expected a picture with valid or no EXIF data") from None
+
+
+def _native(array):
+    """The array in native byte order (big-endian 16-bit data from some readers compares unlike np.uint16)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
+
+
+def _channels_first_hint(shape):
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        return ": it looks channels-first (C, H, W); pass array.transpose(1, 2, 0)"
+    if len(shape) == 4 and shape[0] == 1:
+        return ": it looks like a batch of one; pass array[0]"
+    return ""
+
+
+def _finite(array, what):
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} contains NaN or infinite values; expected finite values in [0, 1]")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def _pixels_to_uint8(array, what, sixteen_bit=False):
+    """uint8 pixels from an image array; refuses values whose scale is ambiguous.
+
+    bool: False/True -> 0/255 (an unambiguous black-and-white picture). uint8: as is. uint16 (or `sixteen_bit`,
+    a 16-bit file read by PIL as 32-bit integers): value >> 8. float: finite values in [0, 1], times 255. Other
+    integers: values in 0..255, as they are.
+    """
+    array = _native(array)
+    kind = array.dtype.kind
+    if kind == "b":
         return array.astype(np.uint8) * 255
     if array.dtype == np.uint8:
         return array
     if array.dtype == np.uint16:
         return (array >> 8).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        finite = np.nan_to_num(array.astype(np.float32))
-        scale = 255.0 if finite.max(initial=0) <= 1.0 else 1.0
-        return np.clip(finite * scale, 0, 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        return np.clip(array, 0, 255).astype(np.uint8)
-    raise ValueError(f"unsupported array type {array.dtype}")
+    if kind == "f":
+        _finite(array, what)
+        low, high = float(array.min()), float(array.max())
+        if low < 0 or high > 1:
+            hint = " (if it holds 0..255, divide it by 255 or pass uint8)" if low >= 0 and high <= 255 else ""
+            raise ValueError(f"{what}: float images must hold values in [0, 1]; "
+                             f"this one spans [{low:g}, {high:g}]{hint}")
+        return np.rint(array.astype(np.float32) * 255).astype(np.uint8)
+    if kind in "iu":
+        low, high = int(array.min()), int(array.max())
+        if sixteen_bit and low >= 0 and high <= 65535:
+            return (array >> 8).astype(np.uint8)
+        if low < 0 or high > 255:
+            raise ValueError(f"{what} holds {array.dtype} values in [{low}, {high}]; {array.dtype} images must hold "
+                             f"values in 0..255: pass uint8 (0..255) or uint16 (0..65535)")
+        return array.astype(np.uint8)
+    raise ValueError(f"{what} holds values of type {array.dtype}; expected uint8, uint16, bool or float in [0, 1]")
 
 
-def _check_size(height, width, what):
-    if height == 0 or width == 0:
-        raise ValueError(f"{what} is empty (size {width}x{height})")
+def _flatten_alpha(image):
+    """RGB PIL image from one with transparency: transparent parts become white, as most viewers show them."""
+    rgba = image.convert("RGBA")
+    flat = Image.new("RGB", rgba.size, (255, 255, 255))
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return flat
 
 
 def load_image(source, what="image"):
-    """Return an RGB uint8 array (H, W, 3): EXIF rotation applied, alpha dropped, 16-bit scaled, huge images shrunk."""
+    """Return an RGB uint8 array (H, W, 3) from a path, a PIL image or a numpy array.
+
+    EXIF rotation is applied; transparency is flattened onto white; 16-bit pictures are scaled to 8 bit; images
+    larger than MAX_SIDE are shrunk. Arrays: (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) of uint8, uint16 (>> 8),
+    bool (0/255), float with finite values in [0, 1] (times 255) or other integers with values in 0..255.
+    Anything else is refused with a ValueError starting with `what`.
+    """
     image = _open(source, what)
     if isinstance(image, Image.Image):
         _check_size(image.height, image.width, what)
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            image = Image.fromarray(_to_uint8(np.asarray(image)))  # 16-bit or float greyscale
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            image = Image.new("RGB", rgba.size, (255, 255, 255))
-            image.paste(rgba, mask=rgba.getchannel("A"))  # flatten transparency onto white
-        image = image.convert("RGB")
-        array = np.asarray(image)
+        from_file = image.format is not None
+        image = _upright(image, what)
+        if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+            # 16-bit greyscale files (PIL reads some as 32-bit "I"), float or integer greyscale
+            sixteen_bit = image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and from_file)
+            image = Image.fromarray(_pixels_to_uint8(np.asarray(image), what, sixteen_bit))
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+            image = _flatten_alpha(image)
+        try:
+            array = np.asarray(image.convert("RGB"))
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{what}: a PIL image in mode {image.mode} cannot be turned into RGB ({error}); "
+                             f"expected an RGB, greyscale or palette picture") from None
     else:
         array = image
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-            raise ValueError(f"{what}: expected an array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
-        _check_size(array.shape[0], array.shape[1], what)
-        array = _to_uint8(array)
+        shape = tuple(array.shape)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (1, 3, 4)):
+            raise ValueError(f"{what} has shape {shape}; expected {IMAGE_SHAPES}{_channels_first_hint(shape)}")
+        _check_size(shape[0], shape[1], what)
+        array = _pixels_to_uint8(array, what)
         if array.ndim == 2:
             array = np.repeat(array[:, :, None], 3, axis=2)
-        elif array.shape[2] == 1:
+        elif shape[2] == 1:
             array = np.repeat(array, 3, axis=2)
-        elif array.shape[2] == 4:
-            array = array[:, :, :3]
-    return shrink(np.ascontiguousarray(array))
+        elif shape[2] == 4:  # as for PIL images: transparent parts onto white
+            array = np.asarray(_flatten_alpha(Image.fromarray(np.ascontiguousarray(array), "RGBA")))
+    return fit(np.ascontiguousarray(array), MAX_SIDE)
 
 
-def shrink(array, max_side=MAX_SIDE):
-    """Downscale so that the longer side is at most `max_side` (keeps aspect)."""
+def fit(array, side, enlarge=False):
+    """Resize an image (H, W, 3) or a bool mask (H, W), keeping its aspect, so that its longer side is `side`;
+    only shrinks unless `enlarge`. Masks are resized nearest, images bilinear."""
     height, width = array.shape[:2]
-    if max(height, width) <= max_side:
+    if max(height, width) == side or (max(height, width) < side and not enlarge):
         return array
-    scale = max_side / max(height, width)
+    scale = side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resample = Image.BILINEAR if array.ndim == 3 else Image.NEAREST
-    return np.asarray(Image.fromarray(array).resize(size, resample))
+    if array.dtype == np.bool_:
+        return np.asarray(Image.fromarray(array.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
+    return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+
+
+def support_mask_problem(mask):
+    """Why a bool support mask cannot be used (a sentence to finish "support N: ..."), or None if it can."""
+    share = mask.mean()
+    if share == 0:
+        return "the mask is empty; mark the object on the image"
+    if share > WHOLE_IMAGE_SHARE:
+        return "the mask covers the whole image; mark only the object"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Masks
+
+
+def _object(values, what):
+    """bool (H, W) from a single-channel mask, by the rule of its type (see `load_mask`)."""
+    kind = values.dtype.kind
+    if kind == "b":
+        return values
+    if kind == "f":
+        low, high = float(values.min()), float(values.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"{what}: float masks must hold values in [0, 1] (object above 0.5); this one spans "
+                             f"[{low:g}, {high:g}]; expected a probability mask, or pass bool or uint8")
+        return values > 0.5
+    if kind in "iu":
+        low, high = int(values.min()), int(values.max())
+        if low < 0:
+            raise ValueError(f"{what} holds negative values (down to {low}); expected 0 = background and "
+                             f"positive = object")
+        if high <= 127:
+            return values != 0  # a 0/1 mask or a label map with small labels
+        if high == 255:
+            _refuse_label_map_with_void(values, what)
+        return values > 127  # a white-on-black picture: JPEG noise in the black is ignored
+    raise ValueError(f"{what} holds values of type {values.dtype}; expected bool, integer or float in [0, 1]")
+
+
+def _refuse_label_map_with_void(values, what):
+    """A label map whose 255 marks borders or 'void' (PASCAL VOC) would lose its labels under the > 127 rule."""
+    counts = np.bincount(values.ravel().astype(np.intp, copy=False), minlength=256)
+    if counts[128:255].any():  # grey levels above 127 (anti-aliasing, JPEG, soft masks): a picture, not labels
+        return
+    labels = np.flatnonzero(counts[1:128]) + 1
+    if not 0 < len(labels) <= 32 or counts[1:128].sum() < 0.001 * values.size:
+        return
+    # Labels fill regions; JPEG noise in the black is speckles and thin bands: most of it has no interior.
+    inner = values[1:-1, 1:-1]
+    interior = ((inner >= 1) & (inner <= 127) & (inner == values[:-2, 1:-1]) & (inner == values[2:, 1:-1])
+                & (inner == values[1:-1, :-2]) & (inner == values[1:-1, 2:]))
+    if interior.sum() >= 0.25 * counts[1:128].sum():
+        shown = ", ".join(str(label) for label in labels[:8]) + (", ..." if len(labels) > 8 else "")
+        raise ValueError(f"{what} holds labels {shown} and 255: it looks like a label map whose 255 marks borders "
+                         f"or 'void' (as in PASCAL VOC), so neither 'nonzero' nor 'white' is the object; expected "
+                         f"a mask of one object: pass (labels == k) as a bool mask")
+
+
+def _mask_values(array, what):
+    """bool (H, W) from a mask array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)."""
+    array = _native(array)
+    if array.dtype.kind == "f":
+        _finite(array, what)
+    elif array.dtype.kind not in "biu":
+        raise ValueError(f"{what} holds values of type {array.dtype}; expected bool, integer or float in [0, 1]")
+    if array.ndim == 3:
+        if array.shape[2] == 4:
+            alpha = array[:, :, 3]
+            if alpha.min() != alpha.max():  # painted on a transparent layer: the alpha says where
+                return _object(alpha, what)
+            array = array[:, :, :3]  # constant alpha (e.g. opaque): the colours say where
+        array = array.max(axis=2)
+    return _object(array, what)
+
+
+def _pil_mask_array(mask, what):
+    """A numpy mask array (or an already binary bool array) from a loaded PIL image."""
+    mode = mask.mode
+    if mode == "P" and "transparency" not in mask.info:
+        palette = mask.getpalette() or []
+        indices = np.asarray(mask)
+        if len(palette) < 3 or max(palette[:3]) <= 32:
+            return indices != 0  # a label map: index 0 (black) is the background
+        # index 0 is not black, so this is a palettised picture rather than a label map: read its colours
+        mode, mask = "RGB", mask.convert("RGB")
+    if mode in ("1", "L", "RGB", "RGBA", "F", "I") or mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(mask)
+    try:
+        return np.asarray(mask.convert("RGBA" if mode in ("LA", "La", "PA", "RGBa", "P") else "RGB"))
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{what}: a PIL image in mode {mode} cannot be read as a mask ({error}); "
+                         f"expected a greyscale, palette, RGB or RGBA picture") from None
+
+
+def _aspect_close(height, width, target_height, target_width):
+    """Whether (height, width) has the aspect of (target_height, target_width), within ASPECT_TOLERANCE or one
+    pixel of rounding (the image may have been shrunk to MAX_SIDE)."""
+    predicted_height = height * target_width / width
+    predicted_width = width * target_height / height
+    return (abs(predicted_height - target_height) <= max(ASPECT_TOLERANCE * target_height, 1)
+            or abs(predicted_width - target_width) <= max(ASPECT_TOLERANCE * target_width, 1))
+
+
+def _to_size(binary, size, what):
+    height, width = size
+    mask_height, mask_width = binary.shape
+    if (mask_height, mask_width) == (height, width):
+        return binary
+    if not _aspect_close(mask_height, mask_width, height, width):
+        if height != width and _aspect_close(mask_height, mask_width, width, height):
+            raise ValueError(f"{what} is {mask_width}x{mask_height} (WxH) but its image is {width}x{height}: is it "
+                             f"rotated? (the image's EXIF rotation is applied); expected a {width}x{height} mask")
+        raise ValueError(f"{what} is {mask_width}x{mask_height} (WxH) but its image is {width}x{height}: the aspect "
+                         f"ratios differ; expected a mask of the image's size, {width}x{height}")
+    resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
+    return np.asarray(resized) > 127
 
 
 def load_mask(source, size=None, what="mask"):
-    """Return a bool array; nonzero = object. `size` = (H, W) of its image: another size is resized (nearest).
+    """Return a bool (H, W) mask, True = object, from a path, a PIL image or a numpy array.
 
-    An RGBA mask painted on a transparent layer uses its alpha channel; an RGB mask, any nonzero channel.
+    Which pixels are object, by type (nonzero = object, made precise):
+    - bool: as is.
+    - float: finite values in [0, 1]; object = value > 0.5 (a soft probability mask with a small floor is fine).
+    - integer (uint8, uint16, ...): if the maximum is above 127, object = value > 127 (a white-on-black picture:
+      JPEG noise in the black is ignored); otherwise object = nonzero (a 0/1 mask or a label map with small
+      labels). Negative values, and label maps mixing labels 1..127 with 255 borders (PASCAL VOC), are refused.
+    - palette (PIL "P") pictures whose index 0 is black: object = index != 0 (a label-map PNG); otherwise their
+      colours are read as an RGB mask.
+    - RGB: the rule above applied to the brightest channel of each pixel.
+    - RGBA (and LA): if the alpha varies (painted on a transparent layer), the rule above applied to the alpha;
+      if it is constant (e.g. fully opaque), the colours are read as an RGB mask.
+    Arrays must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4). EXIF rotation is applied to files.
+
+    `size` = (H, W) of its image: a mask of another size with the same aspect ratio (within 2%) is resized
+    (nearest); a transposed or otherwise differently shaped mask is refused.
     """
+    expected = f"({size[0]}, {size[1]})" if size is not None else "(H, W)"
     mask = _open(source, what)
     if isinstance(mask, Image.Image):
         _check_size(mask.height, mask.width, what)
-        mask = ImageOps.exif_transpose(mask)
-        if mask.mode in ("RGBA", "LA"):
-            array = np.asarray(mask.getchannel("A"))
-        else:
-            array = np.asarray(mask)
+        array = _pil_mask_array(_upright(mask, what), what)
     else:
         array = mask
-        _check_size(array.shape[0] if array.ndim else 0, array.shape[1] if array.ndim > 1 else 0, what)
-        if array.ndim == 3 and array.shape[2] == 4:
-            array = array[:, :, 3]
-    if array.ndim == 3:
-        array = array.any(axis=2)
-    if array.ndim != 2:
-        raise ValueError(f"{what}: expected a 2-D mask, got shape {array.shape}")
-    binary = np.asarray(array) != 0
-    if size is not None and binary.shape != tuple(size):
-        resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
-        binary = np.asarray(resized) > 127
-    return binary
+        shape = tuple(array.shape)
+        if array.ndim not in (2, 3) or (array.ndim == 3 and shape[2] not in (1, 3, 4)):
+            hint = _channels_first_hint(shape)
+            if array.ndim == 3 and shape[0] == 1 and shape[2] not in (1, 3, 4):
+                hint = ": drop the leading axis (mask[0])"
+            raise ValueError(f"{what} has shape {shape}; expected {expected}{hint}")
+        _check_size(shape[0], shape[1], what)
+    binary = _mask_values(array, what)
+    if size is not None:
+        binary = _to_size(binary, tuple(size), what)
+    return np.ascontiguousarray(binary)
 
 
 def to_network(image, size=NETWORK_SIZE):
