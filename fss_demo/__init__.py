@@ -1,5 +1,5 @@
 """fss-demo: few-shot semantic segmentation with ConvLSTM support fusion, after A-MCG (Hu et al., AAAI 2019)."""
 from .hub import load_model
-from .model import FewShotSegmenter, Segmentation
+from .model import MAX_SUPPORTS, FewShotSegmenter, ModelConfig, Segmentation
 
-__all__ = ["FewShotSegmenter", "Segmentation", "load_model"]
+__all__ = ["MAX_SUPPORTS", "FewShotSegmenter", "ModelConfig", "Segmentation", "load_model"]

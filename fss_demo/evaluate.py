@@ -5,6 +5,8 @@ training-free prototype baseline, all on the same seeded episodes.
     python -m fss_demo.evaluate --weights weights --data ../shared/data/ccp ../shared/data/camvid \
         --shots 1 2 3 4 5 --episodes 1000 --seed 0 --json results.json --plot results.png
 
+--choose-threshold picks the thresholds that score best on these episodes (use other seeds than the reported
+ones) and reports with them; --write-threshold also saves them into the --weights folder's config.json.
 Each episode has max(--shots) supports; the k-shot result uses its first k (so curves are nested).
 Class mIoU follows PASCAL-5i: per class, intersections summed over its episodes over unions summed
 likewise, then the mean over classes. FB-IoU: foreground and background IoU over all episodes, averaged.
@@ -20,71 +22,39 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .datasets import EpisodeSampler, novel_split, open_dataset
+from .datasets import EpisodeSampler, collate, novel_split, open_dataset
 from .features import DEFAULT_CACHE, FeatureCache
 from .hub import load_model
-from .model import prototype_baseline
-from .train import collate
+from .metrics import Tally
+from .model import default_device, prototype_baseline
 
 METHODS = ("convlstm", "or", "mean", "prototype")
-# Candidate thresholds. The low end matters: on novel classes from an unseen kind of scene (CamVid's street
-# objects) the model's probabilities are low but still well above the background's.
-PROBABILITY_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)  # for the ConvLSTM and OR (sigmoid outputs)
-COSINE_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)       # for the prototype baseline (cosine similarity)
+# Candidate thresholds for every method: sigmoid outputs and the prototype baseline's cosine alike. The low end
+# matters: on novel classes from an unseen kind of scene (CamVid's street objects) the model's probabilities are
+# low but still well above the background's.
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)
 
 
-class Tally:
-    """Intersections and unions per (method, shots, threshold, class), for foreground and background."""
-
-    def __init__(self, shots, grids):
-        self.shots, self.grids = shots, grids
-        self.counts = {}  # (method, k, class) -> array (len(grid), 4): fg inter, fg union, bg inter, bg union
-
-    def add(self, method, k, class_id, scores, target):
-        """scores: (H, W) tensor; target: (H, W) tensor in {0, 1, 255}."""
-        valid = target != 255
-        truth = (target == 1) & valid
-        grid = torch.tensor(self.grids[method], dtype=scores.dtype)[:, None]
-        predicted = (scores[valid][None] > grid)
-        truth = truth[valid][None]
-        fg_inter = (predicted & truth).sum(1)
-        fg_union = (predicted | truth).sum(1)
-        bg_inter = (~predicted & ~truth).sum(1)
-        bg_union = (~predicted | ~truth).sum(1)
-        row = torch.stack([fg_inter, fg_union, bg_inter, bg_union], 1).double().numpy()
-        key = (method, k, class_id)
-        self.counts[key] = self.counts.get(key, 0) + row
-
-    def scores(self, method, k):
-        """(class mIoU per threshold, FB-IoU per threshold), in percent."""
-        rows = [v for (m, kk, _), v in self.counts.items() if m == method and kk == k]
-        class_iou = np.mean([r[:, 0] / np.maximum(r[:, 1], 1) for r in rows], axis=0)
-        total = np.sum(rows, axis=0)
-        fb_iou = (total[:, 0] / np.maximum(total[:, 1], 1) + total[:, 2] / np.maximum(total[:, 3], 1)) / 2
-        return 100 * class_iou, 100 * fb_iou
-
-
-def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=DEFAULT_CACHE, fold=0):
+def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=DEFAULT_CACHE):
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, max(shots), seed=seed)
     cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
-    tally = Tally(shots, {"convlstm": PROBABILITY_GRID, "or": PROBABILITY_GRID, "mean": PROBABILITY_GRID,
-                          "prototype": COSINE_GRID})
+    tally = Tally({method: THRESHOLD_GRID for method in METHODS})
     chosen = sampler.episodes(episodes)
     with torch.inference_mode():
         for start in tqdm(range(0, len(chosen), batch), desc=f"evaluating {dataset.name}", unit="batch"):
             group = chosen[start:start + batch]
-            query, supports, masks, target = collate(
-                [(dataset, cache, e.class_id, (e.query,) + e.supports) for e in group], max(shots))
-            steps, singles, _ = model.head.run(query, supports, masks, one_shot=True)
+            query, supports, masks, target = collate([(dataset, cache, e) for e in group], device=model.device)
+            steps, one_shots, _ = model.head(query, supports, masks, one_shot=True)
             prototypes = prototype_baseline(query, supports, masks)
             size = target.shape[-2:]
-            up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0]
-            single_logits = torch.stack([up(s) for s in singles])  # (K, B, H, W)
+            up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0].cpu()
+            one_shot_logits = torch.stack([up(s) for s in one_shots])  # (K, B, H, W)
+            target = target.cpu()
             for k in shots:
                 convlstm = torch.sigmoid(up(steps[k - 1]))
-                or_fusion = torch.sigmoid(single_logits[:k].amax(0))  # OR of thresholded maps = threshold of the max
-                mean_fusion = torch.sigmoid(single_logits[:k].mean(0))
+                or_fusion = torch.sigmoid(one_shot_logits[:k].amax(0))  # OR of thresholded maps = threshold of max
+                mean_fusion = torch.sigmoid(one_shot_logits[:k].mean(0))
                 prototype = up(prototypes[k - 1])
                 for i, episode in enumerate(group):
                     tally.add("convlstm", k, episode.class_id, convlstm[i], target[i])
@@ -127,13 +97,18 @@ def main(argv=None):
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--plot", help="write a plot of mIoU against shots here")
     parser.add_argument("--choose-threshold", action="store_true",
-                        help="pick the thresholds that score best on these episodes and save them into --weights")
+                        help="pick the thresholds that score best on these episodes and report with them")
+    parser.add_argument("--write-threshold", action="store_true",
+                        help="with --choose-threshold: also save them into the --weights folder's config.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--cache", default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
+    if args.write_threshold and not (args.choose_threshold and args.weights and os.path.isdir(args.weights)):
+        parser.error("--write-threshold needs --choose-threshold and a --weights folder")
     torch.set_num_threads(args.threads)
 
-    model = load_model(args.weights)
+    model = load_model(args.weights, device=args.device or default_device())
     began = time.time()
     tallies, results = [], {}
     for root in args.data:
@@ -146,14 +121,14 @@ def main(argv=None):
     if args.choose_threshold:
         thresholds = best_thresholds(tallies, args.shots)
         print(f"chosen thresholds: {thresholds}")
-        if args.weights and os.path.isdir(args.weights):
-            config_path = os.path.join(args.weights, "config.json")
-            with open(config_path) as f:
-                config = json.load(f)
-            config.update(threshold=thresholds["convlstm"], prototype_threshold=thresholds["prototype"])
-            with open(config_path, "w") as f:
-                json.dump(config, f, indent=2, sort_keys=True)
-            print(f"saved into {config_path}")
+    if args.write_threshold:
+        config_path = os.path.join(args.weights, "config.json")
+        with open(config_path) as f:
+            config = json.load(f)
+        config.update(threshold=thresholds["convlstm"], prototype_threshold=thresholds["prototype"])
+        with open(config_path, "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        print(f"saved into {config_path}")
     for name, tally in zip(results, tallies):
         results[name].update(report(tally, args.shots, thresholds))
     summary = {"episodes": args.episodes, "seed": args.seed, "shots": args.shots, "thresholds": thresholds,

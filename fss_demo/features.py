@@ -46,11 +46,11 @@ class FeatureCache:
         with torch.inference_mode():
             for row, image_id in enumerate(tqdm(image_ids, desc=f"features {dataset.name}", unit="img")):
                 x = torch.from_numpy(images.to_network(dataset.image(image_id), size))[None]
-                outputs = backbone(x)
+                outputs = backbone(x.to(next(backbone.parameters()).device))
                 if levels is None:
                     levels = [torch.empty(len(image_ids), *o.shape[1:], dtype=torch.float16) for o in outputs]
                 for store, output in zip(levels, outputs):
-                    store[row] = output[0].half()
+                    store[row] = output[0].half().cpu()
                 label_map = Image.fromarray(dataset.labels(image_id)).resize((size, size), Image.NEAREST)
                 labels[row] = torch.from_numpy(np.array(label_map))
         os.makedirs(cache_dir, exist_ok=True)

@@ -3,18 +3,64 @@
 Read top to bottom: similarity maps (the training-free part), the ConvLSTM cell, the fusion head,
 then `FewShotSegmenter`, which owns the backbone and the user-facing `segment()`.
 """
+import dataclasses
 import hashlib
+import os
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+from PIL import Image
+from safetensors.torch import load_model as load_safetensors
 from torch import nn
 
 from . import images
-from .backbone import LEVEL_CHANNELS, build_backbone
+from .backbone import backbone_spec, build_backbone
+
+# ---------------------------------------------------------------------------------------------------------------
+# Settings
+
+
+def default_device():
+    """Where training, evaluation and a loaded model run unless told: a CUDA GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every setting of a model, saved as its config.json. The defaults are the published recipe; train.py takes
+    its defaults from here."""
+    backbone: str = "mobilenet_v2"
+    width: int = 64                  # the fusion branch
+    hidden: int = 64                 # the ConvLSTM's state
+    prior_levels: tuple = (1, 2)     # backbone levels (0, 1, 2 = stride 8, 16, 32) with a PFENet prior map
+    max_guidance: bool = True        # the decoder also sees the maximum of the supports' guidance maps (run 5)
+    feature_dropout: float = 0.2     # on the query's projected features, in training
+    input_size: int = images.NETWORK_SIZE
+    threshold: float = 0.5           # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
+    prototype_threshold: float = 0.5  # on the training-free baseline's cosine
+    support_cache_size: int = 32     # supports whose backbone features are kept
+
+    # config.json files written before a setting existed meant its old value, not today's default.
+    LEGACY_VALUES = {"max_guidance": False}
+
+    @classmethod
+    def from_dict(cls, saved):
+        """The config of a saved config.json: unknown keys are refused, missing ones take their legacy value."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(saved) - fields)
+        if unknown:
+            raise ValueError(f"config.json has settings this version does not know: {unknown}")
+        values = {**{k: v for k, v in cls.LEGACY_VALUES.items() if k not in saved}, **saved}
+        if "prior_levels" in values:
+            values["prior_levels"] = tuple(values["prior_levels"])
+        return cls(**values)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # Similarity maps: class-agnostic cues that transfer to unseen classes (PANet / PFENet style)
@@ -61,14 +107,19 @@ def prototype_features(levels):
     return torch.cat([levels[0], F.interpolate(levels[1], size=levels[0].shape[-2:], mode="bilinear", align_corners=False)], 1)
 
 
+def object_prototype(support, mask):
+    """The object's mean feature in one support (stride 8 and 16 concatenated): (N, C)."""
+    features = prototype_features(support)
+    return masked_average(features, resize_mask(mask, features))
+
+
 def prototype_baseline(query, supports, masks):
     """Training-free baseline: cosine to the mean object prototype of supports 1..k, for each k (stride-8 maps)."""
     query_features = prototype_features(query)
-    prototypes, maps = 0, []
+    prototype_sum, maps = 0, []
     for k, (support, mask) in enumerate(zip(supports, masks), start=1):
-        support_features = prototype_features(support)
-        prototypes = prototypes + masked_average(support_features, resize_mask(mask, support_features))
-        maps.append(cosine_map(query_features, prototypes / k))
+        prototype_sum = prototype_sum + object_prototype(support, mask)
+        maps.append(cosine_map(query_features, prototype_sum / k))
     return maps
 
 
@@ -133,20 +184,20 @@ def guidance_channels(prior_levels):
 class FusionHead(nn.Module):
     """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step."""
 
-    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, prior_levels=(1, 2),
-                 max_guidance=False):
+    def __init__(self, level_channels, config=ModelConfig()):
         super().__init__()
-        self.prior_levels = tuple(prior_levels)
+        width, hidden = config.width, config.hidden
+        self.prior_levels = tuple(config.prior_levels)
         # The decoder sees the mean of supports 1..k's guidance maps and, with max_guidance, also their maximum:
         # the mean blurs a small object that only some supports match well; the maximum keeps it (as the OR does).
-        self.max_guidance = max_guidance
+        self.max_guidance = max_guidance = config.max_guidance
         guidance = guidance_channels(self.prior_levels)
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
         self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
         self.support_proj = nn.ModuleList(nn.Linear(c, width) for c in level_channels)
         self.guide_proj = nn.Conv2d(guidance, width, 1)
-        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.feature_dropout = nn.Dropout2d(config.feature_dropout)
         self.down = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1))  # stride 8 -> 16
         self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
         self.attention = ResidualSpatialAttention(width)
@@ -177,9 +228,7 @@ class FusionHead(nn.Module):
         for extra in branch[1:]:
             x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
         x = self.to_lstm(self.attention(self.mix(x)))
-        proto_support = prototype_features(support)
-        prototype = masked_average(proto_support, resize_mask(mask, proto_support))
-        return x, guidance, prototype
+        return x, guidance, object_prototype(support, mask)
 
     def pool_guidance(self, mean, maximum):
         return torch.cat([mean, maximum], 1) if self.max_guidance else mean
@@ -189,14 +238,15 @@ class FusionHead(nn.Module):
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction
 
-    def run(self, query, supports, masks, one_shot=True, trace=False):
+    def forward(self, query, supports, masks, one_shot=True, trace=False):
         """Feed supports one at a time.
 
         query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
-        Returns logits per step (list of K maps at stride 8), each support's own 1-shot logits, gate traces.
+        Returns the logits after supports 1..k (list of K (N, 1, h8, w8) maps at stride 8), each support's own
+        1-shot logits alone (the same, or [] unless one_shot), and per step the gate traces (or [] unless trace).
         """
         query_proto_features = prototype_features(query)
-        state, steps, singles, traces = None, [], [], []
+        state, steps, one_shots, traces = None, [], [], []
         guidance_sum, guidance_max, prototype_sum = 0, None, 0
         for k, (support, mask) in enumerate(zip(supports, masks), start=1):
             x, guidance, prototype = self.context(query, support, mask)
@@ -208,62 +258,128 @@ class FusionHead(nn.Module):
             similarity = cosine_map(query_proto_features, prototype_sum / k)
             steps.append(self.decode(state[0], self.pool_guidance(guidance_sum / k, guidance_max), similarity))
             if one_shot and k == 1:  # step 1 already is the first support alone
-                singles.append(steps[0])
+                one_shots.append(steps[0])
             elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
-                single_state, _ = self.lstm(x, self.lstm.zero_state(x))
-                singles.append(self.decode(single_state[0], self.pool_guidance(guidance, guidance),
-                                           cosine_map(query_proto_features, prototype)))
+                alone, _ = self.lstm(x, self.lstm.zero_state(x))
+                one_shots.append(self.decode(alone[0], self.pool_guidance(guidance, guidance),
+                                             cosine_map(query_proto_features, prototype)))
             if trace:
                 traces.append({name: value.detach() for name, value in gates.items()})
-        return steps, singles, traces
+        return steps, one_shots, traces
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The user-facing model
 
+# What `segment` takes: a file path, a PIL image or a numpy array (see fss_demo.images for the exact rules).
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+MaskLike = ImageLike  # nonzero = object
+# Each support adds a ConvLSTM step and, for the OR, a 1-shot pass (and its gate traces): the app's cap too.
+MAX_SUPPORTS = 10
+
 
 @dataclass
 class Segmentation:
-    """Result of `FewShotSegmenter.segment`: one entry per step k (after supports 1..k), at the query's size."""
+    """Result of `FewShotSegmenter.segment`: one entry per step k (after supports 1..k). Maps are (H, W), the size
+    of the query as loaded (a photo over `images.MAX_SIDE` pixels on its longer side is first shrunk to it)."""
 
-    masks: list
-    probabilities: list
-    or_masks: list
-    or_probabilities: list
-    gates: list = field(default_factory=list)
-    query_size: tuple = (0, 0)
+    masks: list                   # K bool (H, W): the ConvLSTM's answer after supports 1..k
+    probabilities: list           # K float32 (H, W) in [0, 1]
+    one_shot_probabilities: list  # K float32 (H, W): support k alone (a 1-shot prediction)
+    or_masks: list                # K bool (H, W): the logical OR of the 1-shot masks of supports 1..k
+    or_probabilities: list        # K float32 (H, W): their running maximum
+    gates: list                   # trace=True: K dicts {input_gate, forget_gate, output_gate, candidate, cell,
+                                  # hidden: float32 (hidden, h16, w16)}, at stride 16 of the network input; else []
 
 
-class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo", license="apache-2.0",
+class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
                        tags=["few-shot-segmentation", "image-segmentation", "convlstm"],
                        pipeline_tag="image-segmentation"):
     """Segment, in a query image, the object marked in a few support images.
 
-    >>> model = FewShotSegmenter()             # random weights; use fss_demo.load_model() for trained ones
+    >>> model = FewShotSegmenter()             # random head; use fss_demo.load_model() for trained weights
     >>> seg = model.segment(query, [(image, mask), ...])
+
+    No licence is written into saved model cards: a model's licence follows its training data (the published
+    weights: CC BY-NC 4.0, from CamVid), which only the person publishing it knows.
     """
 
-    def __init__(self, backbone="mobilenet_v2", width=64, hidden=64, prior_levels=(1, 2), max_guidance=False,
-                 input_size=images.NETWORK_SIZE, threshold=0.5, prototype_threshold=0.5, support_cache_size=32):
-        # Defaults are the first head's, so a saved config.json without the newer keys still loads as written;
-        # the published model's config.json sets max_guidance (train.py's default recipe).
+    def __init__(self, config: Optional[ModelConfig] = None):
         super().__init__()
-        self.backbone = build_backbone(backbone)
-        self.head = FusionHead(LEVEL_CHANNELS[backbone], width=width, hidden=hidden, prior_levels=prior_levels,
-                               max_guidance=max_guidance)
-        self.input_size = input_size
-        self.threshold = threshold  # chosen on validation episodes (see fss_demo.evaluate --choose-threshold)
-        self.prototype_threshold = prototype_threshold
-        self.support_cache_size = support_cache_size
+        self.config = config or ModelConfig()
+        self.backbone = build_backbone(self.config.backbone)
+        self.head = FusionHead(backbone_spec(self.config.backbone).level_channels, self.config)
         self._support_cache = OrderedDict()
         self.eval()
+
+    @property
+    def config(self):
+        return self._hub_mixin_config
+
+    @config.setter
+    def config(self, config):
+        # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
+        self._hub_mixin_config = config
+
+    @property
+    def input_size(self):
+        return self.config.input_size
+
+    @property
+    def threshold(self):
+        return self.config.threshold
+
+    @property
+    def prototype_threshold(self):
+        return self.config.prototype_threshold
+
+    @property
+    def device(self):
+        return next(self.parameters()).device
+
+    # -- saving and loading: config.json + model.safetensors, loaded strictly -------------------------------------
+
+    @classmethod
+    def _decode_arg(cls, expected_type, value):
+        if expected_type in (ModelConfig, Optional[ModelConfig]) and isinstance(value, dict):
+            return ModelConfig.from_dict(value)
+        return super()._decode_arg(expected_type, value)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
+                         map_location="cpu", strict=True, **model_kwargs):
+        """Safetensors only (never a pickle), and every tensor must be there: a clear error names what is not."""
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, "model.safetensors")
+            if not os.path.isfile(weights):
+                raise ValueError(f"{model_id!r} holds no model.safetensors: is it a save_pretrained folder?")
+        else:
+            try:
+                weights = hf_hub_download(repo_id=model_id, filename="model.safetensors", revision=revision,
+                                          cache_dir=cache_dir, force_download=force_download, token=token,
+                                          local_files_only=local_files_only)
+            except EntryNotFoundError:
+                raise ValueError(f"the Hub repo {model_id!r} holds no model.safetensors (other weight formats are "
+                                 "not read: they can run code when loaded)") from None
+        model = cls(**model_kwargs)
+        try:
+            missing, unexpected = load_safetensors(model, weights, strict=False, device=str(map_location))
+        except RuntimeError as error:  # a tensor of another shape: the weights are of another architecture
+            reason = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
+            raise ValueError(f"{model_id!r}: model.safetensors does not fit this model's config.json: {reason}") from None
+        if strict and (missing or unexpected):
+            def listed(keys):
+                return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") if keys else "none"
+            raise ValueError(f"{model_id!r}: model.safetensors does not fit this model's config.json; missing tensors: "
+                             f"{listed(sorted(missing))}; unexpected tensors: {listed(sorted(unexpected))}")
+        return model.eval()
 
     # -- features ------------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
     def features(self, image):
-        """RGB uint8 (H, W, 3) -> list of 3 level maps for one image."""
-        x = torch.from_numpy(images.to_network(image, self.input_size))[None]
+        """RGB uint8 (H, W, 3) -> list of 3 level maps (1, C, h, w) for one image."""
+        x = torch.from_numpy(images.to_network(image, self.input_size))[None].to(self.device)
         return self.backbone(x)
 
     def _support_features(self, image, mask):
@@ -272,51 +388,62 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         if key in self._support_cache:
             self._support_cache.move_to_end(key)
             return self._support_cache[key]
-        value = (self.features(image), torch.from_numpy(images.mask_to_network(mask, self.input_size))[None, None])
+        network_mask = torch.from_numpy(images.mask_to_network(mask, self.input_size))[None, None].to(self.device)
+        value = (self.features(image), network_mask)
         self._support_cache[key] = value
-        while len(self._support_cache) > self.support_cache_size:
+        while len(self._support_cache) > self.config.support_cache_size:
             self._support_cache.popitem(last=False)
         return value
+
+    def clear_cache(self):
+        self._support_cache.clear()
 
     # -- the public API --------------------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def segment(self, query, supports, trace=False):
-        """query: image (path, PIL or array); supports: list of (image, mask) pairs; nonzero mask = object.
+    def segment(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]],
+                trace: bool = False) -> Segmentation:
+        """Find in `query` the kind of object marked in the supports, fed to the ConvLSTM one at a time.
 
-        Returns a `Segmentation` with one mask per step; `gates` is filled when trace=True.
+        query: an image; supports: (image, mask) pairs, at most MAX_SUPPORTS, nonzero mask = object.
+        trace: also return each step's gate activations (`Segmentation.gates`).
+        Bad input raises a ValueError that says what to fix.
         """
         query_image = images.load_image(query, "query image")
-        if supports is None or len(supports) == 0:
+        if supports is None or isinstance(supports, (str, bytes, np.ndarray, Image.Image)):
+            raise ValueError("supports: expected a list of (image, mask) pairs")
+        supports = list(supports)
+        if not supports:
             raise ValueError("give at least one support: an image with a mask of the object to find")
+        if len(supports) > MAX_SUPPORTS:
+            raise ValueError(f"{len(supports)} supports given; at most {MAX_SUPPORTS} are taken (each one is a "
+                             "ConvLSTM step)")
         prepared = []
         for number, pair in enumerate(supports, start=1):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
                 raise ValueError(f"support {number}: expected an (image, mask) pair")
             image = images.load_image(pair[0], f"support {number} image")
             mask = images.load_mask(pair[1], size=image.shape[:2], what=f"support {number} mask")
-            share = mask.mean()
-            if share == 0:
-                raise ValueError(f"support {number}: the mask is empty; mark the object on the image")
-            if share > 0.995:
-                raise ValueError(f"support {number}: the mask covers the whole image; mark only the object")
+            problem = images.support_mask_problem(mask)
+            if problem:
+                raise ValueError(f"support {number}: {problem}")
             prepared.append(self._support_features(image, mask))
 
         query_levels = self.features(query_image)
-        steps, singles, traces = self.head.run(query_levels, [f for f, _ in prepared], [m for _, m in prepared], trace=trace)
+        steps, one_shots, traces = self.head(query_levels, [f for f, _ in prepared], [m for _, m in prepared],
+                                                 trace=trace)
         height, width = query_image.shape[:2]
 
         def to_probabilities(logits):
             up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            return torch.sigmoid(up)[0, 0].numpy().astype(np.float32)
+            return torch.sigmoid(up)[0, 0].float().cpu().numpy()
 
         probabilities = [to_probabilities(s) for s in steps]
-        single = [to_probabilities(s) for s in singles]
-        masks = [p > self.threshold for p in probabilities]
-        or_masks = list(np.logical_or.accumulate([p > self.threshold for p in single]))
-        or_probabilities = list(np.maximum.accumulate(single))
-        gates = [{name: value[0].numpy() for name, value in step.items()} for step in traces]
-        return Segmentation(masks, probabilities, or_masks, or_probabilities, gates, (height, width))
-
-    def clear_cache(self):
-        self._support_cache.clear()
+        one_shot = [to_probabilities(s) for s in one_shots]
+        return Segmentation(
+            masks=[p > self.threshold for p in probabilities],
+            probabilities=probabilities,
+            one_shot_probabilities=one_shot,
+            or_masks=list(np.logical_or.accumulate([p > self.threshold for p in one_shot])),
+            or_probabilities=list(np.maximum.accumulate(one_shot)),
+            gates=[{name: value[0].float().cpu().numpy() for name, value in step.items()} for step in traces])

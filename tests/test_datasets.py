@@ -1,6 +1,7 @@
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fss_demo.datasets import EpisodeSampler, FSS1000Dataset, LabelMapDataset, Pascal5iDataset, open_dataset
@@ -41,23 +42,62 @@ def test_fss1000_reader(tmp_path):
     assert all(i.startswith(dataset.class_names[episode.class_id] + "/") for i in (episode.query,) + episode.supports)
 
 
-def test_pascal5i_reader(tmp_path):
-    os.makedirs(tmp_path / "JPEGImages")
-    os.makedirs(tmp_path / "SegmentationClassAug")
-    os.makedirs(tmp_path / "ImageSets" / "Segmentation")
-    ids = []
-    for n in range(4):
+def make_pascal(root, val_ids=("2007_0", "2007_1", "2007_2", "2007_3")):
+    """A tiny VOC folder: 8 images with a bus or a car (fold 1's classes) and a person (fold 2's); val lists 4."""
+    os.makedirs(root / "JPEGImages")
+    os.makedirs(root / "SegmentationClassAug")
+    os.makedirs(root / "ImageSets" / "Segmentation")
+    for n in range(8):
         labels = np.zeros((10, 10), np.uint8)
-        labels[2:8, 2:8] = 6 + (n % 2)  # bus / car: fold 1
+        labels[2:8, 2:6] = 6 + (n % 2)  # bus / car: fold 1
+        labels[2:8, 6:9] = 15  # person: fold 2
         labels[0] = 255
-        Image.fromarray(labels).save(tmp_path / "SegmentationClassAug" / f"2007_{n}.png")
-        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "JPEGImages" / f"2007_{n}.jpg")
-        ids.append(f"2007_{n}")
-    (tmp_path / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids))
+        Image.fromarray(labels).save(root / "SegmentationClassAug" / f"2007_{n}.png")
+        Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(root / "JPEGImages" / f"2007_{n}.jpg")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(val_ids))
+
+
+def test_pascal5i_reader(tmp_path):
+    make_pascal(tmp_path)
     dataset = open_dataset(str(tmp_path), fold=1)
     assert isinstance(dataset, Pascal5iDataset)
-    assert dataset.class_names == {6: "bus", 7: "car", 8: "cat", 9: "chair", 10: "cow"}
-    assert dataset.class_shares() [6] == ["2007_0", "2007_2"]
+    assert len(dataset.class_names) == 20 and dataset.class_names[6] == "bus"
+    assert dataset.class_shares()[6] == ["2007_0", "2007_2", "2007_4", "2007_6"]
+    novel, novel_ids = novel_split(dataset)
+    assert [dataset.class_names[c] for c in novel] == ["bus", "car", "cat", "chair", "cow"]
+    assert novel_ids == ["2007_0", "2007_1", "2007_2", "2007_3"]  # the val list
+    training, training_ids = training_split(dataset)
+    assert training_ids == ["2007_4", "2007_5", "2007_6", "2007_7"]  # no train list: every image not in val
+    assert 15 in training and 6 not in training
+
+
+@pytest.mark.parametrize("fold", range(4))
+def test_pascal5i_training_never_sees_the_folds_test_classes(tmp_path, fold):
+    make_pascal(tmp_path)
+    dataset = open_dataset(str(tmp_path), fold=fold)
+    novel, novel_ids = novel_split(dataset)
+    training, training_ids = training_split(dataset)
+    assert len(novel) == 5 and len(training) == 15
+    assert not set(novel) & set(training)
+    assert not set(novel_ids) & set(training_ids)
+
+
+def test_open_dataset_names_what_a_folder_lacks(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "splits").mkdir()
+    with pytest.raises(ValueError, match="label-map folder but lacks classes.txt"):
+        open_dataset(str(tmp_path))
+    other = tmp_path / "voc"
+    (other / "JPEGImages").mkdir(parents=True)
+    with pytest.raises(ValueError, match="PASCAL VOC folder but lacks SegmentationClassAug"):
+        open_dataset(str(other))
+    empty = tmp_path / "empty"
+    (empty / "some_folder").mkdir(parents=True)
+    with pytest.raises(ValueError, match="none of the known layouts"):
+        open_dataset(str(empty))
+    with pytest.raises(ValueError, match="not a folder"):
+        open_dataset(str(tmp_path / "missing"))
 
 
 def test_shared_split_is_fixed_and_disjoint():

@@ -77,3 +77,44 @@ def test_hub_through_standin_endpoint_then_offline(saved_folder, tmp_path):
     offline = run_python(["someone/fss-demo-tiny", json.dumps({"revision": COMMIT})],
                          {"HF_ENDPOINT": endpoint, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
     assert offline == expected
+
+
+def test_loading_is_strict_and_names_the_missing_tensors(saved_folder, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "no_head"
+    broken.mkdir()
+    (broken / "config.json").write_text(open(os.path.join(saved_folder, "config.json")).read())
+    tensors = load_file(os.path.join(saved_folder, "model.safetensors"))
+    save_file({k: v for k, v in tensors.items() if not k.startswith("head.")}, str(broken / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"missing tensors: head\.\S+, .* and \d+ more"):
+        fss_demo.load_model(str(broken))
+    # weights of another architecture (a config.json that says otherwise): refused with the reason
+    config = json.load(open(os.path.join(saved_folder, "config.json")))
+    (broken / "config.json").write_text(json.dumps({**config, "hidden": 8}))
+    save_file(tensors, str(broken / "model.safetensors"))
+    with pytest.raises(ValueError, match="does not fit this model's config.json"):
+        fss_demo.load_model(str(broken))
+
+
+def test_hub_repo_without_safetensors_is_refused(saved_folder, tmp_path):
+    """A repo with only a pickle (pytorch_model.bin) is not read: pickles can run code when loaded."""
+    import shutil
+
+    import torch
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copy(os.path.join(saved_folder, "config.json"), pickled)
+    torch.save({}, pickled / "pytorch_model.bin")
+    server, endpoint, requests = serve(str(pickled), "someone/pickled")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "FSS_DEMO"))}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), PYTHONPATH=ROOT)
+    script = ("import fss_demo\ntry:\n    fss_demo.load_model('someone/pickled')\n"
+              "except ValueError as error:\n    print('refused:', error)\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        server.shutdown()
+    assert "refused: the Hub repo 'someone/pickled' holds no model.safetensors" in done.stdout, done.stderr[-2000:]
+    assert not any(path.endswith("pytorch_model.bin") for _, path in requests)

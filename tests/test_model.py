@@ -67,12 +67,12 @@ def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
 @pytest.mark.parametrize("backbone, prior_levels, max_guidance", [("efficientnet_lite0", (0, 1, 2), True),
                                                                   ("mobilenet_v2", (2,), False)])
 def test_architecture_options_are_saved_with_the_model(backbone, prior_levels, max_guidance, square_episode, tmp_path):
-    from fss_demo import FewShotSegmenter
+    from fss_demo import FewShotSegmenter, ModelConfig
 
     (query, _), supports = square_episode
     torch.manual_seed(0)
-    model = FewShotSegmenter(backbone=backbone, prior_levels=prior_levels, max_guidance=max_guidance, input_size=64,
-                             width=16, hidden=16)
+    model = FewShotSegmenter(ModelConfig(backbone=backbone, prior_levels=prior_levels, max_guidance=max_guidance,
+                                         input_size=64, width=16, hidden=16))
     model.save_pretrained(tmp_path)
     loaded = FewShotSegmenter.from_pretrained(tmp_path)
     assert loaded.head.prior_levels == prior_levels and loaded.head.max_guidance == max_guidance

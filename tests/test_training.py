@@ -24,7 +24,7 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
     result = tmp_path / "result.json"
     evaluate.main(["--weights", str(out / "model"), "--data", labelmap_root, "--shots", "1", "2",
                    "--episodes", "6", "--json", str(result), "--plot", str(tmp_path / "plot.png"),
-                   "--cache", str(cache), "--choose-threshold"])
+                   "--cache", str(cache), "--choose-threshold", "--write-threshold"])
     summary = json.loads(result.read_text())
     scores = summary["results"]["toyset"]
     for method in ("convlstm", "or", "mean", "prototype"):
@@ -32,3 +32,25 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
             assert 0 <= scores[method][k]["class_miou"] <= 100 and 0 <= scores[method][k]["fb_iou"] <= 100
     assert (tmp_path / "plot.png").stat().st_size > 1000
     assert fss_demo.load_model(str(out / "model")).threshold == summary["thresholds"]["convlstm"]
+
+
+def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
+    """torchrun with two CPU processes (gloo): both train, and their heads end identical (train.py checks every
+    parameter across processes and fails otherwise); rank 0 alone writes the model."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "fss_demo.train", "--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"),
+               "--input-size", "64", "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2",
+               "--iterations", "4", "--threads", "1", "--device", "cpu", "--no-pretrained"]
+    env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the head's weights are identical in all 2 processes" in done.stdout
+    assert "on 2 process(es)" in done.stdout
+    assert len((out / "log.csv").read_text().splitlines()) == 4  # rank 0's log only
+    assert fss_demo.load_model(str(out / "model")).config.width == 16

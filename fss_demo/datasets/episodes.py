@@ -1,7 +1,11 @@
-"""One seeded episode sampler for every layout: K supports and one query showing the same class."""
+"""Episodes, in one place: drawing them (seeded, from one data set or a mix) and batching them for the head.
+
+An episode is one class, one query image and K support images, all showing that class.
+"""
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 # A class must cover at least this share of an image for the image to serve in an episode (0.5%: a
 # 23x23-pixel patch of a 320x320 image), so no episode asks for an invisible object.
@@ -11,11 +15,13 @@ MIN_SHARE = 0.005
 @dataclass(frozen=True)
 class Episode:
     class_id: int
-    query: str
-    supports: tuple
+    query: str       # image id
+    supports: tuple  # image ids
 
 
 class EpisodeSampler:
+    """Episodes of one data set: a class uniformly, then K+1 distinct images in which it is large enough."""
+
     def __init__(self, dataset, class_ids, image_ids, shots, seed=0, min_share=MIN_SHARE):
         allowed = set(image_ids)
         shares = dataset.class_shares(min_share)
@@ -28,13 +34,56 @@ class EpisodeSampler:
         self.class_ids = sorted(self.pool)
         self.seed = seed
 
-    def episodes(self, count):
-        """`count` episodes, the same ones for the same seed: class uniformly, then K+1 distinct images."""
-        rng = np.random.default_rng(self.seed)
-        result = []
-        for _ in range(count):
+    def draw(self, rng, class_id=None):
+        """One random episode (of `class_id` if given)."""
+        if class_id is None:
             class_id = self.class_ids[rng.integers(len(self.class_ids))]
-            chosen = rng.choice(len(self.pool[class_id]), size=self.shots + 1, replace=False)
-            ids = [self.pool[class_id][i] for i in chosen]
-            result.append(Episode(class_id, ids[0], tuple(ids[1:])))
-        return result
+        pool = self.pool[class_id]
+        ids = [pool[i] for i in rng.choice(len(pool), size=self.shots + 1, replace=False)]
+        return Episode(class_id, ids[0], tuple(ids[1:]))
+
+    def episodes(self, count):
+        """`count` episodes, the same ones for the same seed."""
+        rng = np.random.default_rng(self.seed)
+        return [self.draw(rng) for _ in range(count)]
+
+
+class EpisodeMix:
+    """Training episodes from several data sets. balance="classes": a class uniformly from the union of their
+    classes; "sets": a data set uniformly, then one of its classes (each collection weighs the same)."""
+
+    def __init__(self, samplers, balance="classes"):
+        if balance not in ("classes", "sets"):
+            raise ValueError(f"balance must be 'classes' or 'sets', not {balance!r}")
+        self.samplers = list(samplers)
+        self.classes = [(s, c) for s, sampler in enumerate(self.samplers) for c in sampler.class_ids]
+        self.balance = balance
+
+    def draw(self, rng):
+        """(index of the data set, episode)."""
+        if self.balance == "sets":
+            index = int(rng.integers(len(self.samplers)))
+            return index, self.samplers[index].draw(rng)
+        index, class_id = self.classes[rng.integers(len(self.classes))]
+        return index, self.samplers[index].draw(rng, class_id)
+
+
+def collate(items, device="cpu"):
+    """Batch episodes for the head from cached features.
+
+    items: [(dataset, feature cache, Episode)], all with the same number of supports K.
+    Returns query levels [3 x (B, C, h, w)], supports [K x [3 levels]], support masks [K x (B, 1, H, W)],
+    query targets (B, H, W) in {0, 1, 255}.
+    """
+    levels, targets = [], []
+    for dataset, cache, episode in items:
+        features, labels = cache.gather((episode.query,) + tuple(episode.supports))
+        levels.append(features)
+        targets.append(torch.from_numpy(dataset.binarize(labels.numpy(), episode.class_id)))
+    shots = len(items[0][2].supports)
+    levels = [torch.stack([episode[l] for episode in levels]).to(device) for l in range(3)]  # (B, 1+K, C, h, w)
+    targets = torch.stack(targets).to(device)  # (B, 1+K, H, W)
+    query = [level[:, 0] for level in levels]
+    supports = [[level[:, k] for level in levels] for k in range(1, shots + 1)]
+    masks = [(targets[:, k:k + 1] == 1).float() for k in range(1, shots + 1)]
+    return query, supports, masks, targets[:, 0]

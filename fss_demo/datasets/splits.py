@@ -3,7 +3,10 @@
 Held out, never seen as foreground in training: a spread of garments, road objects and whole objects
 (animals, instruments, plants, tools), so validation measures transfer to unseen kinds of things.
 CamVid is also split by image: training on its `train` split, validation on `val` + `test`.
+PASCAL-5i's folds follow the benchmark: fold i's five classes on `val`, the other fifteen trained on `train`.
 """
+from .pascal import fold_classes
+
 NOVEL_CLASSES = {
     "ccp": ["belt", "boots", "cardigan", "hat", "jeans", "scarf", "skirt", "socks", "sunglasses", "sweater"],
     "camvid": ["car", "pedestrian", "sign_symbol", "tree"],
@@ -12,6 +15,10 @@ NOVEL_CLASSES = {
 }
 TRAINING_IMAGES = {"camvid": ["train"]}
 VALIDATION_IMAGES = {"camvid": ["val", "test"]}
+for _fold in range(4):
+    NOVEL_CLASSES[f"pascal5i-fold{_fold}"] = fold_classes(_fold)
+    TRAINING_IMAGES[f"pascal5i-fold{_fold}"] = ["train"]
+    VALIDATION_IMAGES[f"pascal5i-fold{_fold}"] = ["val"]
 
 
 def _ids(dataset, splits):

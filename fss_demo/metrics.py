@@ -1,0 +1,55 @@
+"""The scores, in one place (as HSNet's common/evaluation.py): IoU of one prediction, and the few-shot
+benchmarks' class mIoU and FB-IoU accumulated over episodes.
+
+Convention everywhere: when prediction and truth are both empty, they agree perfectly (IoU 1).
+"""
+import numpy as np
+import torch
+
+
+def ratio(intersection, union):
+    """intersection / union, elementwise, with 0 / 0 = 1 (both empty: perfect agreement)."""
+    intersection, union = np.asarray(intersection, dtype=np.float64), np.asarray(union, dtype=np.float64)
+    return np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+
+
+def iou(predicted, truth, valid=None):
+    """IoU of two bool masks of one size; pixels where `valid` is False are left out."""
+    predicted, truth = np.asarray(predicted, dtype=bool), np.asarray(truth, dtype=bool)
+    if valid is not None:
+        predicted, truth = predicted[valid], truth[valid]
+    return float(ratio(np.logical_and(predicted, truth).sum(), np.logical_or(predicted, truth).sum()))
+
+
+class Tally:
+    """Intersections and unions per (method, shots, class), at every threshold of a grid, for foreground and
+    background, so the threshold can be chosen after the episodes were run.
+
+    class mIoU (PASCAL-5i): per class, intersections summed over its episodes over unions summed likewise, then
+    the mean over classes. FB-IoU: foreground IoU and background IoU over all episodes, averaged.
+    """
+
+    def __init__(self, grids):
+        self.grids = {method: np.asarray(grid, dtype=np.float64) for method, grid in grids.items()}
+        self.counts = {}  # (method, k, class) -> array (len(grid), 4): fg inter, fg union, bg inter, bg union
+
+    def add(self, method, k, class_id, scores, target):
+        """scores: (H, W) tensor; target: (H, W) tensor in {0, 1, 255} (255 not scored)."""
+        valid = target != 255
+        truth = (target == 1)[valid][None]
+        grid = torch.tensor(self.grids[method], dtype=scores.dtype)[:, None]
+        predicted = scores[valid][None] > grid
+        row = torch.stack([(predicted & truth).sum(1), (predicted | truth).sum(1),
+                           (~predicted & ~truth).sum(1), (~predicted | ~truth).sum(1)], 1).double().numpy()
+        key = (method, k, class_id)
+        self.counts[key] = self.counts.get(key, 0) + row
+
+    def scores(self, method, k):
+        """(class mIoU per threshold, FB-IoU per threshold), in percent."""
+        rows = [v for (m, kk, _), v in self.counts.items() if m == method and kk == k]
+        if not rows:
+            raise ValueError(f"no episodes were tallied for {method} at {k} shots")
+        class_iou = np.mean([ratio(r[:, 0], r[:, 1]) for r in rows], axis=0)
+        total = np.sum(rows, axis=0)
+        fb_iou = (ratio(total[:, 0], total[:, 1]) + ratio(total[:, 2], total[:, 3])) / 2
+        return 100 * class_iou, 100 * fb_iou
