@@ -19,22 +19,11 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fss_demo  # noqa: E402
-from fss_demo import viz  # noqa: E402
+from fss_demo.corruptions import small_patch  # noqa: E402
 from fss_demo.datasets import EpisodeSampler, novel_split, open_dataset  # noqa: E402
+from fss_demo.metrics import iou  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def small_patch(mask, share=0.06):
-    """Keep only a square patch of the object around its most inward pixel: about `share` of its area."""
-    from scipy import ndimage
-
-    distance = ndimage.distance_transform_edt(mask)
-    y, x = np.unravel_index(np.argmax(distance), mask.shape)
-    half = max(2, int(np.sqrt(share * mask.sum()) / 2))
-    patch = np.zeros_like(mask)
-    patch[max(0, y - half):y + half, max(0, x - half):x + half] = True
-    return patch & mask
 
 
 def write(folder, title, story, dataset, class_id, query_id, support_ids, support_masks):
@@ -69,13 +58,13 @@ def main():
         query = os.path.join(dataset.root, "images", episode.query + ".jpg")
         truth = dataset.binarize(dataset.labels(episode.query), episode.class_id) == 1
         seg = model.segment(query, supports)
-        lstm = [viz.iou(m, truth) for m in seg.masks]
+        lstm = [iou(m, truth) for m in seg.masks]
         if good is None and lstm[-1] > lstm[0] + 0.08 and lstm[-1] > 0.7 and min(np.diff(lstm)) > -0.02:
             good = (episode, masks, lstm)
         damaged = list(masks)
         damaged[1] = small_patch(masks[1])
         seg = model.segment(query, [(s, m) for (s, _), m in zip(supports, damaged)])
-        hurt = [viz.iou(m, truth) for m in seg.masks]
+        hurt = [iou(m, truth) for m in seg.masks]
         if bad is None and hurt[1] < hurt[0] - 0.08 and hurt[-1] > hurt[0] and hurt[-1] > 0.6:
             bad = (episode, damaged, hurt)
         print(dataset.class_names[episode.class_id], np.round(lstm, 2), np.round(hurt, 2))
