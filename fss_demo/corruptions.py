@@ -28,3 +28,82 @@ def small_patch(mask, share=0.06):
     patch = np.zeros_like(mask)
     patch[max(0, y - half):y + half, max(0, x - half):x + half] = True
     return patch & mask
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Batched, on network-size masks: what training shows the ConvLSTM so that it learns when to keep a support out,
+# and what `evaluate --corrupt` measures. Masks are float tensors (B, 1, H, W) in [0, 1].
+
+KINDS = ("off_object", "over_painted", "other_class", "small_patch")
+
+
+def dilate(mask, radius):
+    return F.max_pool2d(mask, 2 * radius + 1, stride=1, padding=radius)
+
+
+def moved_off_object(mask):
+    """The mask's shape moved half the image away (wrapping round), with the object itself cut out of it: a mask
+    painted on the background. An object too large to leave gets the background ring around it instead."""
+    height, width = mask.shape[-2:]
+    moved = torch.roll(mask, (height // 2, width // 2), dims=(-2, -1)) * (1 - mask)
+    ring = dilate(mask, max(2, height // 16)) * (1 - mask)
+    too_little = moved.flatten(1).sum(1) < 0.25 * mask.flatten(1).sum(1)
+    return torch.where(too_little[:, None, None, None], ring, moved)
+
+
+def over_painted(mask, radius):
+    """What a big brush gives: the object and a wide band of background around it."""
+    return dilate(mask, radius)
+
+
+def small_patches(mask, share=0.06):
+    """A small patch of the object around its innermost pixel, per mask (see `small_patch`)."""
+    patches = [torch.from_numpy(small_patch(m[0].numpy() > 0.5, share)).float() for m in mask.cpu()]
+    return torch.stack(patches)[:, None].to(mask.device)
+
+
+def corrupt(kind, supports, masks, step, rows, class_keys, rng):
+    """Replace support `step` (0-based) of the episodes `rows` of a batch by a bad one of `kind`, in place.
+
+    supports: K lists of 3 level tensors (B, C, h, w); masks: K tensors (B, 1, H, W); class_keys: B hashable
+    class keys, so that "other_class" takes another episode's support of a different class (if the batch has
+    none, the mask is moved off the object instead)."""
+    rows = list(rows)
+    if not rows:
+        return
+    mask = masks[step]
+    if kind == "other_class":
+        donors = {}
+        for row in rows:
+            others = [j for j, key in enumerate(class_keys) if key != class_keys[row]]
+            if others:
+                donors[row] = others[rng.integers(len(others))]
+        for row, donor in donors.items():
+            for level in supports[step]:
+                level[row] = level[donor].clone()
+            mask[row] = mask[donor].clone()
+        rows = [row for row in rows if row not in donors]
+        kind = "off_object"
+    if not rows:
+        return
+    index = torch.tensor(rows)
+    if kind == "off_object":
+        mask[index] = moved_off_object(mask[index])
+    elif kind == "over_painted":
+        mask[index] = over_painted(mask[index], radius=int(rng.integers(mask.shape[-1] // 20, mask.shape[-1] // 8)))
+    elif kind == "small_patch":
+        mask[index] = small_patches(mask[index])
+    else:
+        raise ValueError(f"unknown corruption {kind!r}; known: {KINDS}")
+
+
+def corrupt_randomly(supports, masks, class_keys, rng, probability):
+    """Training: with `probability`, an episode gets one bad support, of a random kind, at a random step >= 2.
+    Returns {(row, step): kind} of what was done."""
+    done = {}
+    for row in range(len(class_keys)):
+        if len(masks) > 1 and rng.random() < probability:
+            done[(row, int(rng.integers(1, len(masks))))] = KINDS[rng.integers(len(KINDS))]
+    for (row, step), kind in done.items():
+        corrupt(kind, supports, masks, step, [row], class_keys, rng)
+    return done

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .datasets import EpisodeSampler, collate, novel_split, open_dataset
 from .features import DEFAULT_CACHE, FeatureCache
+from .corruptions import KINDS, corrupt
 from .hub import load_model
 from .metrics import Tally
 from .model import default_device, prototype_baseline
@@ -64,6 +65,75 @@ def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=
     return tally, sampler
 
 
+def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache_dir=DEFAULT_CACHE):
+    """5-shot episodes with support `step` replaced by a bad one of each kind (seeded), against the same episodes
+    clean: class mIoU after every step for the ConvLSTM, the mean of 1-shot logits and the OR; the input gate's
+    mean at the bad step over its mean at the other steps; and the ConvLSTM with its input gate forced open at
+    the bad step (if the gates do the filtering, that must cost accuracy)."""
+    shots = 5
+    classes, ids = novel_split(dataset)
+    sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
+    cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
+    grid = [model.threshold]
+    tallies = {variant: Tally({"convlstm": grid, "mean": grid, "or": grid, "forced_open": grid})
+               for variant in ("clean",) + KINDS}
+    gate_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
+    chosen = sampler.episodes(episodes)
+    with torch.inference_mode():
+        for number, start in enumerate(tqdm(range(0, len(chosen), batch), desc=f"corrupting {dataset.name}",
+                                            unit="batch")):
+            group = chosen[start:start + batch]
+            query, clean_supports, clean_masks, target = collate([(dataset, cache, e) for e in group],
+                                                                 device=model.device)
+            size = target.shape[-2:]
+            up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0].cpu()
+            target = target.cpu()
+            for variant in ("clean",) + KINDS:
+                supports = [[level.clone() for level in levels] for levels in clean_supports]
+                masks = [mask.clone() for mask in clean_masks]
+                if variant != "clean":
+                    rng = np.random.default_rng([seed, number, KINDS.index(variant)])
+                    corrupt(variant, supports, masks, step - 1, range(len(group)), [e.class_id for e in group], rng)
+                steps, one_shots, traces = model.head(query, supports, masks, one_shot=True, trace=True)
+                forced, _, _ = model.head(query, supports, masks, one_shot=False, open_gate_at=(step,))
+                gate_sums[variant] += [float(t["input_gate"].mean((1, 2, 3)).sum()) for t in traces]
+                one_shot_logits = torch.stack([up(o) for o in one_shots])
+                for k in range(1, shots + 1):
+                    scores = {"convlstm": torch.sigmoid(up(steps[k - 1])),
+                              "mean": torch.sigmoid(one_shot_logits[:k].mean(0)),
+                              "or": torch.sigmoid(one_shot_logits[:k].amax(0)),
+                              "forced_open": torch.sigmoid(up(forced[k - 1]))}
+                    for method, score in scores.items():
+                        for i, episode in enumerate(group):
+                            tallies[variant].add(method, k, episode.class_id, score[i], target[i])
+    result = {}
+    for variant, tally in tallies.items():
+        gates = gate_sums[variant] / len(chosen)
+        others = np.delete(gates, step - 1)
+        result[variant] = {method: [round(float(tally.scores(method, k)[0][0]), 2) for k in range(1, shots + 1)]
+                           for method in ("convlstm", "mean", "or", "forced_open")}
+        result[variant]["input_gate_mean"] = [round(float(g), 4) for g in gates]
+        result[variant]["input_gate_ratio"] = round(float(gates[step - 1] / others.mean()), 3)
+    return result
+
+
+def print_corruption_table(name, result, step=2):
+    clean = result["clean"]
+    print(f"{name}: support {step} corrupted; class mIoU after steps 1..5 (clean -> corrupted), step-5 loss, "
+          f"input gate at step {step} / other steps")
+    print("| kind | ConvLSTM | mean of logits | OR | ConvLSTM, gate forced open | gate ratio |")
+    print("|---|---|---|---|---|---|")
+    for kind in KINDS:
+        row = result[kind]
+        cells = []
+        for method in ("convlstm", "mean", "or", "forced_open"):
+            curve = " ".join(f"{v:.1f}" for v in row[method])
+            cells.append(f"{curve} (step 5: {row[method][-1] - clean[method][-1]:+.1f})")
+        print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} |")
+    print(f"| clean | " + " | ".join(" ".join(f"{v:.1f}" for v in clean[m]) for m in
+                                     ("convlstm", "mean", "or", "forced_open")) + f" | {clean['input_gate_ratio']:.3f} |")
+
+
 def report(tally, shots, thresholds):
     result = {}
     for method in METHODS:
@@ -100,6 +170,8 @@ def main(argv=None):
                         help="pick the thresholds that score best on these episodes and report with them")
     parser.add_argument("--write-threshold", action="store_true",
                         help="with --choose-threshold: also save them into the --weights folder's config.json")
+    parser.add_argument("--corrupt", action="store_true",
+                        help="also run the 5-shot episodes with support 2 corrupted, each kind (see evaluate_corruptions)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--cache", default=DEFAULT_CACHE)
@@ -116,6 +188,9 @@ def main(argv=None):
         tally, sampler = evaluate_dataset(model, dataset, args.shots, args.episodes, args.seed, cache_dir=args.cache)
         tallies.append(tally)
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
+        if args.corrupt:
+            results[dataset.name]["corruption"] = evaluate_corruptions(model, dataset, args.episodes, args.seed,
+                                                                       cache_dir=args.cache)
     thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
                   "prototype": model.prototype_threshold}
     if args.choose_threshold:
@@ -134,6 +209,9 @@ def main(argv=None):
     summary = {"episodes": args.episodes, "seed": args.seed, "shots": args.shots, "thresholds": thresholds,
                "seconds": round(time.time() - began, 1), "results": results}
     print_table(summary)
+    for name, result in results.items():
+        if "corruption" in result:
+            print_corruption_table(name, result["corruption"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

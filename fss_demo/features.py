@@ -37,7 +37,8 @@ class FeatureCache:
     @classmethod
     def build(cls, dataset, backbone, image_ids=None, size=images.NETWORK_SIZE, cache_dir=DEFAULT_CACHE):
         image_ids = sorted(set(dataset.ids if image_ids is None else image_ids))
-        key = hashlib.sha1("\n".join(image_ids).encode()).hexdigest()[:8]
+        # the files' sizes and times too: a regenerated set (same ids, new pictures) must not reuse old features
+        key = hashlib.sha1(("\n".join(image_ids) + dataset.version()).encode()).hexdigest()[:8]
         path = os.path.join(cache_dir, f"{dataset.name}-{backbone_fingerprint(backbone)}-{size}-{key}.pt")
         if os.path.isfile(path):
             saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -40,6 +40,8 @@ class ModelConfig:
     hidden: int = 64                 # the ConvLSTM's state
     prior_levels: tuple = (1, 2)     # backbone levels (0, 1, 2 = stride 8, 16, 32) with a PFENet prior map
     max_guidance: bool = True        # the decoder also sees the maximum of the supports' guidance maps (run 5)
+    fusion: str = "gated"            # "gated": evidence reaches the decoder through the input gate (model v2);
+                                     # "mean": run 5's head (legacy.py), which reads the plain mean beside the cell
     feature_dropout: float = 0.2     # on the query's projected features, in training
     input_size: int = images.NETWORK_SIZE
     threshold: float = 0.5           # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
@@ -47,7 +49,7 @@ class ModelConfig:
     support_cache_size: int = 32     # supports whose backbone features are kept
 
     # config.json files written before a setting existed meant its old value, not today's default.
-    LEGACY_VALUES = {"max_guidance": False}
+    LEGACY_VALUES = {"max_guidance": False, "fusion": "mean"}
 
     @classmethod
     def from_dict(cls, saved):
@@ -144,10 +146,12 @@ class ConvLSTMCell(nn.Module):
         zeros = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
         return zeros, zeros
 
-    def forward(self, x, state):
+    def forward(self, x, state, open_input_gate=False):
         h, c = state
         zi, zf, zo, zg = self.gate_norm(self.gates(torch.cat([x, h], 1))).chunk(4, 1)
         i = torch.sigmoid(zi + self.peephole[0] * c)
+        if open_input_gate:  # an ablation: let this input in whatever the gate decided
+            i = torch.ones_like(i)
         f = torch.sigmoid(zf + self.peephole[1] * c)
         g = torch.tanh(zg)
         c = f * c + i * g
@@ -181,22 +185,48 @@ def guidance_channels(prior_levels):
     return 6 + len(prior_levels)
 
 
+class EvidenceMemory:
+    """What the decoder knows of supports 1..k beyond the hidden state: their evidence maps (guidance maps and
+    similarity to the object prototype, stride 8), averaged and max-pooled with the **weights the input gate sets**.
+    A support the gate keeps out (weight 0) leaves the memory as it was, so what the gates do is what the model
+    does: nothing of a support reaches the prediction but through the gates."""
+
+    def __init__(self, evidence):
+        self.total = torch.zeros_like(evidence)
+        self.weight = torch.zeros_like(evidence[:, :1])
+        self.maximum = None
+
+    def add(self, evidence, weight):
+        """weight: (N, 1, h, w) in [0, 1], the input gate's channel mean at that pixel."""
+        self.total = self.total + weight * evidence
+        self.weight = self.weight + weight
+        # a soft, gated maximum: weight 1 takes max(old, new); weight 0 keeps the old
+        self.maximum = evidence if self.maximum is None else self.maximum + weight * F.relu(evidence - self.maximum)
+        return self
+
+    def mean(self):
+        return self.total / self.weight.clamp_min(1e-3)
+
+
 class FusionHead(nn.Module):
-    """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step."""
+    """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step from its hidden
+    state and the gated evidence memory."""
 
     def __init__(self, level_channels, config=ModelConfig()):
         super().__init__()
         width, hidden = config.width, config.hidden
         self.prior_levels = tuple(config.prior_levels)
-        # The decoder sees the mean of supports 1..k's guidance maps and, with max_guidance, also their maximum:
-        # the mean blurs a small object that only some supports match well; the maximum keeps it (as the OR does).
-        self.max_guidance = max_guidance = config.max_guidance
-        guidance = guidance_channels(self.prior_levels)
+        # The decoder sees the gated mean of supports 1..k's evidence and, with max_guidance, also their gated
+        # maximum: the mean blurs a small object that only some supports match well; the maximum keeps it.
+        self.max_guidance = config.max_guidance
+        evidence = guidance_channels(self.prior_levels) + 1  # guidance maps + similarity to the object prototype
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
         self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
         self.support_proj = nn.ModuleList(nn.Linear(c, width) for c in level_channels)
-        self.guide_proj = nn.Conv2d(guidance, width, 1)
+        # The new support's evidence beside the memory's (and whether there is one), so that the gates can see
+        # whether the new support agrees with the earlier ones.
+        self.guide_proj = nn.Conv2d(2 * evidence + 1, width, 1)
         self.feature_dropout = nn.Dropout2d(config.feature_dropout)
         self.down = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1))  # stride 8 -> 16
         self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
@@ -204,65 +234,77 @@ class FusionHead(nn.Module):
         self.to_lstm = nn.Conv2d(width, width, 1)
         self.lstm = ConvLSTMCell(width, hidden)
         self.decoder = nn.Sequential(
-            nn.Conv2d(hidden + guidance * (2 if max_guidance else 1), 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 1, 1))
+            nn.Conv2d(hidden + (evidence - 1) * (2 if self.max_guidance else 1), 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 1, 1))
         # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
         # (and can always fall back to) the training-free cue.
         self.similarity_scale = nn.Parameter(torch.tensor(10.0))
         self.similarity_offset = nn.Parameter(torch.tensor(0.5))
 
-    def context(self, query, support, mask):
-        """Everything one (support, query) pair gives: the ConvLSTM input, guidance maps and prototypes.
-
-        query, support: lists of 3 level maps (N, C, h, w); mask: (N, 1, H, W) soft support mask.
-        """
+    def evidence(self, query, query_prototype_features, support, mask):
+        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, then the cosine to
+        its object prototype (the training-free cue). Also the support's masks at each level."""
         masks = [resize_mask(mask, level) for level in support]
         guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels, pool_support=level == 0)
                     for level, (q, s, m) in enumerate(zip(query, support, masks))]
         size8 = query[0].shape[-2:]
-        guidance = torch.cat([F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
-                              else g for g in guidance], 1)
-        branch = []
-        for level, (q, s, m) in enumerate(zip(query, support, masks)):
-            branch.append(self.feature_dropout(self.query_proj[level](q)) + self.support_proj[level](masked_average(s, m))[:, :, None, None])
-        x = self.down(branch[0] + self.guide_proj(guidance))
+        guidance = [F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
+                    else g for g in guidance]
+        similarity = cosine_map(query_prototype_features, object_prototype(support, mask))
+        return torch.cat(guidance + [similarity], 1), masks
+
+    def lstm_input(self, query, support, masks, evidence, memory):
+        """The ConvLSTM's input at stride 16: multi-context guiding of the query by the support, with the new
+        evidence and the memory's mean beside it."""
+        if memory is None:
+            remembered, has_memory = torch.zeros_like(evidence), evidence.new_zeros(evidence[:, :1].shape)
+        else:
+            remembered, has_memory = memory.mean(), evidence.new_ones(evidence[:, :1].shape)
+        branch = [self.feature_dropout(self.query_proj[level](q)) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
+                  for level, (q, s, m) in enumerate(zip(query, support, masks))]
+        x = self.down(branch[0] + self.guide_proj(torch.cat([evidence, remembered, has_memory], 1)))
         for extra in branch[1:]:
             x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.to_lstm(self.attention(self.mix(x)))
-        return x, guidance, object_prototype(support, mask)
+        return self.to_lstm(self.attention(self.mix(x)))
 
-    def pool_guidance(self, mean, maximum):
-        return torch.cat([mean, maximum], 1) if self.max_guidance else mean
-
-    def decode(self, hidden, guidance, similarity):
-        up = F.interpolate(hidden, size=guidance.shape[-2:], mode="bilinear", align_corners=False)
+    def decode(self, hidden, memory):
+        mean = memory.mean()
+        guidance, similarity = mean[:, :-1], mean[:, -1:]
+        if self.max_guidance:
+            guidance = torch.cat([guidance, memory.maximum[:, :-1]], 1)
+        up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction
 
-    def forward(self, query, supports, masks, one_shot=True, trace=False):
+    def step(self, query, support, masks, evidence, state, memory, open_gate=False):
+        """One support into the ConvLSTM: (new state, new memory, gates). open_gate forces the input gate to 1."""
+        x = self.lstm_input(query, support, masks, evidence, memory)
+        state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), open_input_gate=open_gate)
+        weight = F.interpolate(gates["input_gate"].mean(1, keepdim=True), size=evidence.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight)
+        return state, memory, gates
+
+    def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
         """Feed supports one at a time.
 
         query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
+        open_gate_at: steps (1-based) whose input gate is forced open (to test that the gates matter).
         Returns the logits after supports 1..k (list of K (N, 1, h8, w8) maps at stride 8), each support's own
         1-shot logits alone (the same, or [] unless one_shot), and per step the gate traces (or [] unless trace).
         """
-        query_proto_features = prototype_features(query)
-        state, steps, one_shots, traces = None, [], [], []
-        guidance_sum, guidance_max, prototype_sum = 0, None, 0
+        query_prototype_features = prototype_features(query)
+        state, memory, steps, one_shots, traces = None, None, [], [], []
         for k, (support, mask) in enumerate(zip(supports, masks), start=1):
-            x, guidance, prototype = self.context(query, support, mask)
-            if state is None:
-                state = self.lstm.zero_state(x)
-            state, gates = self.lstm(x, state)
-            guidance_sum, prototype_sum = guidance_sum + guidance, prototype_sum + prototype
-            guidance_max = guidance if guidance_max is None else torch.maximum(guidance_max, guidance)
-            similarity = cosine_map(query_proto_features, prototype_sum / k)
-            steps.append(self.decode(state[0], self.pool_guidance(guidance_sum / k, guidance_max), similarity))
+            evidence, level_masks = self.evidence(query, query_prototype_features, support, mask)
+            state, memory, gates = self.step(query, support, level_masks, evidence, state, memory,
+                                             open_gate=k in open_gate_at)
+            steps.append(self.decode(state[0], memory))
             if one_shot and k == 1:  # step 1 already is the first support alone
                 one_shots.append(steps[0])
             elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
-                alone, _ = self.lstm(x, self.lstm.zero_state(x))
-                one_shots.append(self.decode(alone[0], self.pool_guidance(guidance, guidance),
-                                             cosine_map(query_proto_features, prototype)))
+                alone, alone_memory, _ = self.step(query, support, level_masks, evidence, None, None)
+                one_shots.append(self.decode(alone[0], alone_memory))
             if trace:
                 traces.append({name: value.detach() for name, value in gates.items()})
         return steps, one_shots, traces
@@ -308,7 +350,15 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         super().__init__()
         self.config = config or ModelConfig()
         self.backbone = build_backbone(self.config.backbone)
-        self.head = FusionHead(backbone_spec(self.config.backbone).level_channels, self.config)
+        channels = backbone_spec(self.config.backbone).level_channels
+        if self.config.fusion == "gated":
+            self.head = FusionHead(channels, self.config)
+        elif self.config.fusion == "mean":
+            from .legacy import MeanFusionHead  # run 5's head, for its saved weights
+
+            self.head = MeanFusionHead(channels, self.config)
+        else:
+            raise ValueError(f"unknown fusion {self.config.fusion!r}; expected 'gated' or 'mean'")
         self._support_cache = OrderedDict()
         self.eval()
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .datasets import EpisodeMix, EpisodeSampler, collate, open_dataset, training_split
 from .backbone import build_backbone
+from .corruptions import corrupt_randomly
 from .features import DEFAULT_CACHE, FeatureCache
 from .model import FewShotSegmenter, ModelConfig, default_device
 
@@ -40,9 +41,10 @@ class TrainingData:
         self.mix = EpisodeMix(samplers, balance)
 
     def batch(self, rng, size, device="cpu"):
-        """`size` random episodes, batched (see datasets.collate)."""
+        """`size` random episodes, batched (see datasets.collate), and each one's class as (data set, class id)."""
         drawn = [self.mix.draw(rng) for _ in range(size)]
-        return collate([(self.datasets[i], self.caches[i], episode) for i, episode in drawn], device=device)
+        batch = collate([(self.datasets[i], self.caches[i], episode) for i, episode in drawn], device=device)
+        return batch, [(i, episode.class_id) for i, episode in drawn]
 
 
 def step_losses(step_logits, target, size, dice_weight=0.0):
@@ -115,6 +117,10 @@ def main(argv=None):
     parser.add_argument("--dice-weight", type=float, default=0.0, help="weight of a per-episode soft-IoU term")
     parser.add_argument("--balance", choices=["sets", "classes"], default="classes",
                         help="draw a data set uniformly, then a class (sets), or a class from the union (classes)")
+    parser.add_argument("--corrupt-probability", type=float, default=0.4,
+                        help="share of episodes in which one support at a step >= 2 is replaced by a bad one (mask "
+                             "off the object, over-painted, another class, a small patch): the gates learn to keep "
+                             "such supports out; the loss stays against the true query mask")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop after this many iterations in this run; run the same command again to go on")
     parser.add_argument("--seed", type=int, default=0)
@@ -167,7 +173,8 @@ def main(argv=None):
     running = None
     with open(os.path.join(args.out, "log.csv") if rank == 0 else os.devnull, "a") as log:
         for iteration in progress:
-            query, supports, masks, target = data.batch(rng, args.batch, device)
+            (query, supports, masks, target), class_keys = data.batch(rng, args.batch, device)
+            corrupt_randomly(supports, masks, class_keys, rng, args.corrupt_probability)
             steps, _, _ = trained(query, supports, masks, one_shot=False)
             losses = step_losses(steps, target, (args.loss_size, args.loss_size), args.dice_weight)
             loss = torch.stack(losses).mean()

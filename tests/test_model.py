@@ -78,3 +78,51 @@ def test_architecture_options_are_saved_with_the_model(backbone, prior_levels, m
     assert loaded.head.prior_levels == prior_levels and loaded.head.max_guidance == max_guidance
     assert type(loaded.backbone) is type(model.backbone)
     np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1], model.segment(query, supports).probabilities[-1])
+
+
+def test_a_support_the_gate_keeps_out_changes_nothing():
+    """The decoder reads supports only through the gates: with weight 0 the evidence memory stays as it was."""
+    from fss_demo.model import EvidenceMemory
+
+    torch.manual_seed(0)
+    first, second = torch.rand(2, 5, 6, 6), torch.rand(2, 5, 6, 6)
+    memory = EvidenceMemory(first).add(first, torch.full((2, 1, 6, 6), 0.7))
+    mean, maximum = memory.mean().clone(), memory.maximum.clone()
+    memory.add(second, torch.zeros(2, 1, 6, 6))
+    torch.testing.assert_close(memory.mean(), mean)
+    torch.testing.assert_close(memory.maximum, maximum)
+    memory.add(second, torch.ones(2, 1, 6, 6))  # let in fully: a plain running mean and maximum
+    torch.testing.assert_close(memory.mean(), (0.7 * first + second) / 1.7)
+    torch.testing.assert_close(memory.maximum, torch.maximum(first, second))
+
+
+def test_forcing_the_input_gate_open_changes_only_later_steps(tiny_model, square_episode):
+    (query, _), supports = square_episode
+    levels = tiny_model.features(query)
+    prepared = [tiny_model._support_features(*pair) for pair in supports]
+    with torch.inference_mode():
+        normal, _, _ = tiny_model.head(levels, [f for f, _ in prepared], [m for _, m in prepared], one_shot=False)
+        forced, _, _ = tiny_model.head(levels, [f for f, _ in prepared], [m for _, m in prepared], one_shot=False,
+                                       open_gate_at=(2,))
+    torch.testing.assert_close(forced[0], normal[0])
+    assert not torch.allclose(forced[1], normal[1])
+
+
+def test_a_config_json_from_before_model_v2_loads_run_5s_head(tmp_path, square_episode):
+    """Saved configs without the newer settings mean their old values: run 5's head, no max guidance."""
+    import json
+
+    from fss_demo import FewShotSegmenter, ModelConfig
+    from fss_demo.legacy import MeanFusionHead
+
+    (query, _), supports = square_episode
+    torch.manual_seed(0)
+    old = FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16, fusion="mean", max_guidance=False))
+    old.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["fusion"], config["max_guidance"], config["feature_dropout"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = FewShotSegmenter.from_pretrained(tmp_path)
+    assert isinstance(loaded.head, MeanFusionHead) and not loaded.head.max_guidance
+    np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1],
+                                  old.segment(query, supports).probabilities[-1])

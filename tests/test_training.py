@@ -24,13 +24,19 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
     result = tmp_path / "result.json"
     evaluate.main(["--weights", str(out / "model"), "--data", labelmap_root, "--shots", "1", "2",
                    "--episodes", "6", "--json", str(result), "--plot", str(tmp_path / "plot.png"),
-                   "--cache", str(cache), "--choose-threshold", "--write-threshold"])
+                   "--cache", str(cache), "--choose-threshold", "--write-threshold", "--corrupt"])
     summary = json.loads(result.read_text())
     scores = summary["results"]["toyset"]
     for method in ("convlstm", "or", "mean", "prototype"):
         for k in ("1", "2"):
             assert 0 <= scores[method][k]["class_miou"] <= 100 and 0 <= scores[method][k]["fb_iou"] <= 100
     assert (tmp_path / "plot.png").stat().st_size > 1000
+    corruption = scores["corruption"]
+    assert set(corruption) == {"clean", "off_object", "over_painted", "other_class", "small_patch"}
+    for variant in corruption.values():
+        assert all(len(variant[m]) == 5 and all(0 <= v <= 100 for v in variant[m])
+                   for m in ("convlstm", "mean", "or", "forced_open"))
+        assert 0 < variant["input_gate_ratio"] and len(variant["input_gate_mean"]) == 5
     assert fss_demo.load_model(str(out / "model")).threshold == summary["thresholds"]["convlstm"]
 
 

@@ -13,6 +13,10 @@ class Dataset:
     def labels(self, image_id):
         raise NotImplementedError
 
+    def version(self):
+        """A string that changes when the data set's files do (used to key cached features)."""
+        return ""
+
     def classes_in(self, labels):
         """{class id: share of the image} for one label map."""
         values, counts = np.unique(labels, return_counts=True)

@@ -30,6 +30,10 @@ class LabelMapDataset(Dataset):
         with open(os.path.join(self.root, "splits", f"{name}.txt")) as f:
             return [line.strip() for line in f if line.strip()]
 
+    def version(self):
+        listing = os.scandir(os.path.join(self.root, "masks"))
+        return ",".join(sorted(f"{e.name}:{e.stat().st_size}:{e.stat().st_mtime_ns}" for e in listing))
+
     def image(self, image_id):
         for extension in (".jpg", ".jpeg", ".png"):
             path = os.path.join(self.root, "images", image_id + extension)
