@@ -50,7 +50,8 @@ def _open(source, what):
         except Image.DecompressionBombError:
             raise _too_large(what, name) from None
         except (OSError, SyntaxError, ValueError, EOFError) as error:  # UnidentifiedImageError is an OSError
-            raise ValueError(f"{what}: {name} is not an image file that can be read ({error}); "
+            reason = str(error).replace(repr(path), name).replace(path, os.path.basename(path))  # no server paths
+            raise ValueError(f"{what}: {name} is not an image file that can be read ({reason}); "
                              f"expected a complete PNG, JPEG or other picture file") from None
         return image
     if isinstance(source, Image.Image):

@@ -1,44 +1,53 @@
 """Pictures shared by the app and the notebooks: overlays in the paper's colours, gate maps, curves."""
+from functools import lru_cache
+
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
+
+from . import images
 
 SUPPORT_COLOR = (230, 30, 30)      # support with its mask in red (paper, Fig. 2)
 PREDICTION_COLOR = (30, 100, 255)  # query with the prediction in blue
-
-
-def iou(predicted, truth):
-    """IoU of two bool masks of one size; 1.0 when both are empty."""
-    union = np.logical_or(predicted, truth).sum()
-    return float(np.logical_and(predicted, truth).sum() / union) if union else 1.0
 
 
 def overlay(image, mask, color=PREDICTION_COLOR, alpha=0.5, max_side=None):
     """RGB uint8 image with `mask` tinted in `color` and outlined; optionally shrunk to `max_side`."""
     image = np.asarray(image, dtype=np.uint8)
     mask = np.asarray(mask, dtype=bool)
-    if max_side and max(image.shape[:2]) > max_side:
-        scale = max_side / max(image.shape[:2])
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
-    out = image.astype(np.float32)
-    tint = np.array(color, dtype=np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * tint
-    edge_image = Image.fromarray(mask.astype(np.uint8) * 255)
-    edge = np.asarray(edge_image.filter(ImageFilter.MaxFilter(3))) != np.asarray(edge_image.filter(ImageFilter.MinFilter(3)))
-    out[edge] = tint
-    return out.astype(np.uint8)
+    if max_side:
+        image, mask = images.fit(image, max_side), images.fit(mask, max_side)
+    tinted = ((1 - alpha) * image + alpha * np.array(color, dtype=np.float32)).astype(np.uint8)
+    out = np.where(mask[..., None], tinted, image)  # faster than indexing by the mask
+    out[outline(mask)] = color
+    return out
+
+
+def outline(mask):
+    """Pixels of a bool mask with a 3x3 neighbour on the other side of its edge (a line 2 pixels wide)."""
+    height, width = mask.shape
+    padded = np.pad(mask, 1, mode="edge")
+    edge = np.zeros_like(mask)
+    for dy in range(3):
+        for dx in range(3):
+            edge |= padded[dy:dy + height, dx:dx + width] != mask
+    return edge
+
+
+@lru_cache(maxsize=None)
+def colormap(name):
+    """A matplotlib colour map as a (256, 3) uint8 table: looked up once, then indexing is all numpy."""
+    import matplotlib
+
+    return (matplotlib.colormaps[name](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def heatmap(values, size, cmap="magma", vmin=None, vmax=None):
     """A 2-D map -> RGB uint8 picture of `size` (H, W) through a matplotlib colour map."""
-    import matplotlib
-
     values = np.asarray(values, dtype=np.float32)
     low = float(values.min()) if vmin is None else vmin
     high = float(values.max()) if vmax is None else vmax
     scaled = np.clip((values - low) / max(high - low, 1e-6), 0, 1)
-    rgb = (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
+    rgb = colormap(cmap)[np.round(scaled * 255).astype(np.uint8)]
     return np.asarray(Image.fromarray(rgb).resize((size[1], size[0]), Image.BILINEAR))
 
 
@@ -100,12 +109,19 @@ def plot_shot_curves(summary):
     return fig
 
 
+@lru_cache(maxsize=None)
+def _font(size):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
 def _label(tile, text):
     """Write a short caption on a white band above a tile."""
-    from PIL import ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     band = Image.new("RGB", (tile.shape[1], 26), (255, 255, 255))
-    ImageDraw.Draw(band).text((4, 4), text, fill=(20, 20, 20), font=ImageFont.load_default(size=15))
+    ImageDraw.Draw(band).text((4, 4), text, fill=(20, 20, 20), font=_font(15))
     return np.concatenate([np.asarray(band), tile], axis=0)
 
 
@@ -119,25 +135,27 @@ def gate_ranges(steps):
     return ranges
 
 
-def gate_strip(query, support, support_mask, gates, side=200, title=None, ranges=None):
+def gate_strip(query, support, support_mask, gates, side=200, title=None, ranges=None, captions=True):
     """One step of the ConvLSTM as a picture: the support (mask in red), then the channel-mean input,
-    forget and output gates laid over the query (bright = more open; colour scale from `ranges`, else 0..1);
-    `title` goes on a band above."""
-    def fit(image):
-        scale = side / max(image.shape[:2])
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-
-    query_small = fit(np.asarray(query, dtype=np.uint8))
-    tiles = [_label(fit(overlay(support, support_mask, SUPPORT_COLOR)), "support")]
-    for name, caption in (("input_gate", "input gate i"), ("forget_gate", "forget gate f"), ("output_gate", "output gate o")):
+    forget and output gates laid over the query (bright = more open; colour scale from `ranges`, else 0..1).
+    A band above says `title` and each gate's mean; `captions` names the columns (off for the rows of a stack
+    under the first)."""
+    query_small = images.fit(np.asarray(query, dtype=np.uint8), side, enlarge=True)
+    support_small = overlay(support, support_mask, SUPPORT_COLOR, max_side=side)  # shrink first: cheaper
+    tiles, means = [images.fit(support_small, side, enlarge=True)], []
+    for name in ("input_gate", "forget_gate", "output_gate"):
         mean = gates[name].mean(0)
         low, high = (ranges or {}).get(name, (0.0, 1.0))
-        tiles.append(_label(gate_overlay(query_small, mean, vmin=low, vmax=high), f"{caption}: mean {mean.mean():.2f}"))
-    height = max(t.shape[0] for t in tiles)
-    padded = [np.pad(t, ((0, height - t.shape[0]), (0, 6), (0, 0)), constant_values=255) for t in tiles]
-    strip = np.concatenate(padded, axis=1)
-    return _label(strip, title) if title else strip
+        tiles.append(gate_overlay(query_small, mean, vmin=low, vmax=high))
+        means.append(f"{name[0]} {mean.mean():.2f}")
+    if captions:
+        tiles = [_label(tile, caption) for tile, caption in
+                 zip(tiles, ("support", "input gate i", "forget gate f", "output gate o"))]
+    height = max(t.shape[0] for t in tiles)  # every tile padded to side wide, so that the rows' columns line up
+    padded = [np.pad(t, ((0, height - t.shape[0]), (0, side + 6 - t.shape[1]), (0, 0)), constant_values=255)
+              for t in tiles]
+    heading = "gate means: " + ", ".join(means)
+    return _label(np.concatenate(padded, axis=1), f"{title}; {heading}" if title else heading)
 
 
 def stack_rows(rows, gap=10):

@@ -2,6 +2,7 @@
 environment (its dependencies come from this environment's site-packages, so nothing is downloaded), imports,
 loads a saved model folder and segments, and says clearly that it has no bundled weights."""
 import os
+import shutil
 import subprocess
 import sys
 
@@ -28,7 +29,13 @@ def run(command, **kwargs):
 
 def test_wheel_installs_and_works_in_a_fresh_venv(tmp_path, tiny_model):
     tiny_model.save_pretrained(tmp_path / "model")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), ROOT])
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(os.path.join(ROOT, name), source)
+    shutil.copytree(os.path.join(ROOT, "fss_demo"), source / "fss_demo", ignore=shutil.ignore_patterns("__pycache__"))
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"),
+         str(source)])
     wheel = next((tmp_path / "dist").glob("fss_demo-*.whl"))
     venv = tmp_path / "venv"
     # --without-pip: the venv's own old pip and setuptools would shadow this environment's (torch needs a new

@@ -1,0 +1,133 @@
+"""Load on the app: N concurrent gradio_client users, each sending R five-shot requests on the bundled examples.
+
+    python benchmarks/app_load.py                      # launches app.py on a free port, 8 users x 3 requests
+    python benchmarks/app_load.py --url http://127.0.0.1:7860/ --users 20 --requests 1
+
+Prints requests served, p50/p95/max latency (from sending a request to its answer, uploads and downloads of the
+pictures included) and refusals ("Queue is full"), after one warm-up request per example. A script, not a test: the
+numbers depend on the machine and on what else runs on it (the clients share it with the app).
+"""
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+SLOTS = 10  # the app's support slots (app.MAX_SUPPORTS); not imported, so that attaching loads no model
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app():
+    """Start app.py on a free port; return (process, url) once it answers."""
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               GRADIO_ANALYTICS_ENABLED="False")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit("app.py exited before answering")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("app.py did not answer within 180 s")
+
+
+def episode_arguments(folder):
+    """The /run endpoint's arguments for an example folder: its supports with their masks, its query and truth."""
+    from gradio_client import handle_file
+
+    with open(os.path.join(folder, "example.json")) as f:
+        spec = json.load(f)
+    path = lambda name: handle_file(os.path.join(folder, name))
+    editor = lambda name: {"background": path(name), "layers": [], "composite": None}
+    supports = [editor(s["image"]) for s in spec["supports"]]
+    masks = [path(s["mask"]) for s in spec["supports"]]
+    pad = lambda items: items + [None] * (SLOTS - len(items))
+    return pad(supports) + pad(masks) + [editor(spec["query"]["image"]), path(spec["query"]["mask"])]
+
+
+def user(url, episodes, requests, start, results):
+    """One person: connects, waits for the others, then sends `requests` requests one after another."""
+    from gradio_client import Client
+    from gradio_client.utils import QueueError
+
+    # gradio_client opens a new connection per file sent or fetched, and each loads the CA bundle for an SSL context
+    # (~60 ms of CPU) even over plain http: 1.7 s of CPU per request here, on the cores the app needs. Not for https.
+    client = Client(url, verbose=False, ssl_verify=not url.startswith("http://"))
+    start.wait()
+    for n in range(requests):
+        began = time.perf_counter()
+        try:
+            client.predict(*episodes[n % len(episodes)], api_name="/run")
+            results.append(("served", time.perf_counter() - began, ""))
+        except QueueError as error:
+            results.append(("refused", time.perf_counter() - began, str(error)))
+        except Exception as error:  # report it, keep the other users going
+            results.append(("failed", time.perf_counter() - began, f"{type(error).__name__}: {error}"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", help="attach to a running app instead of launching app.py")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=3, help="requests per user, sent one after another")
+    parser.add_argument("--examples", nargs="+", default=["good", "bad_support"], help="folders under examples/")
+    args = parser.parse_args()
+
+    process, url = (None, args.url) if args.url else launch_app()
+    try:
+        episodes = [episode_arguments(os.path.join(EXAMPLES, name)) for name in args.examples]
+        warm_up = []  # the first run of a fresh process is slow (allocations, lazy imports): not what users see
+        user(url, episodes, len(episodes), threading.Barrier(1), warm_up)
+        for outcome, _, message in warm_up:
+            if outcome != "served":
+                print(f"warm-up request {outcome}: {message[:300]}")
+        start, results = threading.Barrier(args.users), []
+        threads = [threading.Thread(target=user, args=(url, episodes, args.requests, start, results))
+                   for _ in range(args.users)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        wall = time.perf_counter() - began
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=30)
+
+    served = [seconds for outcome, seconds, _ in results if outcome == "served"]
+    refused = sum(outcome == "refused" for outcome, _, _ in results)
+    failures = [message for outcome, _, message in results if outcome == "failed"]
+    print(f"{args.users} users x {args.requests} requests ({', '.join(args.examples)}) against {url}")
+    print(f"served {len(served)}/{len(results)}, refused {refused}, failed {len(failures)}, wall {wall:.1f} s "
+          "(includes connecting)")
+    if served:
+        p50, p95 = np.percentile(served, [50, 95])
+        print(f"latency p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(served):.2f} s")
+    for message in sorted(set(failures)):
+        print("failure:", message[:300])
+    return 1 if failures else 0  # refusals are the queue doing its job; failures are bugs
+
+
+if __name__ == "__main__":
+    sys.exit(main())
