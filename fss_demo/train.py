@@ -106,6 +106,9 @@ def main(argv=None):
     parser.add_argument("--max-guidance", action=argparse.BooleanOptionalAction, default=defaults.max_guidance,
                         help="the decoder also sees the maximum of the supports' guidance maps, not only their mean "
                              "(run 5 in NOTES.md; --no-max-guidance gives run 1's head)")
+    parser.add_argument("--fusion", choices=["gated", "mean"], default=defaults.fusion,
+                        help="gated: support evidence reaches the decoder through the input gate (model v2); "
+                             "mean: run 5's head (with --corrupt-probability 0 and no composites: run 5's recipe)")
     parser.add_argument("--input-size", type=int, default=defaults.input_size, help="side of the square network input")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8, help="episodes per step in each process")
@@ -136,7 +139,7 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # the same initial head in every process
     config = dataclasses.replace(defaults, backbone=args.backbone, width=args.width, hidden=args.hidden,
                                  prior_levels=tuple(args.prior_levels), max_guidance=args.max_guidance,
-                                 input_size=args.input_size)
+                                 fusion=args.fusion, input_size=args.input_size)
     model = FewShotSegmenter(config)
     if not args.no_pretrained:
         model.backbone = build_backbone(config.backbone, imagenet=True)

@@ -126,3 +126,15 @@ def test_a_config_json_from_before_model_v2_loads_run_5s_head(tmp_path, square_e
     assert isinstance(loaded.head, MeanFusionHead) and not loaded.head.max_guidance
     np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1],
                                   old.segment(query, supports).probabilities[-1])
+
+
+def test_supports_may_be_any_iterable_up_to_the_cap(tiny_model, square_episode):
+    (query, _), supports = square_episode
+    from_generator = tiny_model.segment(query, (pair for pair in supports))
+    np.testing.assert_array_equal(from_generator.probabilities[-1], tiny_model.segment(query, supports).probabilities[-1])
+    from fss_demo import MAX_SUPPORTS
+
+    with pytest.raises(ValueError, match=f"11 supports given; at most {MAX_SUPPORTS}"):
+        tiny_model.segment(query, [supports[0]] * (MAX_SUPPORTS + 1))
+    with pytest.raises(ValueError, match=r"supports: expected a list of \(image, mask\) pairs"):
+        tiny_model.segment(query, supports[0][0])
