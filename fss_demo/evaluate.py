@@ -53,16 +53,18 @@ def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=
             one_shot_logits = torch.stack([up(s) for s in one_shots])  # (K, B, H, W)
             target = target.cpu()
             for k in shots:
-                convlstm = torch.sigmoid(up(steps[k - 1]))
-                or_fusion = torch.sigmoid(one_shot_logits[:k].amax(0))  # OR of thresholded maps = threshold of max
-                mean_fusion = torch.sigmoid(one_shot_logits[:k].mean(0))
-                prototype = up(prototypes[k - 1])
-                for i, episode in enumerate(group):
-                    tally.add("convlstm", k, episode.class_id, convlstm[i], target[i])
-                    tally.add("or", k, episode.class_id, or_fusion[i], target[i])
-                    tally.add("mean", k, episode.class_id, mean_fusion[i], target[i])
-                    tally.add("prototype", k, episode.class_id, prototype[i], target[i])
+                scores = {**fused_scores(up(steps[k - 1]), one_shot_logits, k), "prototype": up(prototypes[k - 1])}
+                for method, score in scores.items():
+                    for i, episode in enumerate(group):
+                        tally.add(method, k, episode.class_id, score[i], target[i])
     return tally, sampler
+
+
+def fused_scores(step_logits, one_shot_logits, k):
+    """Probabilities after k supports: the ConvLSTM's, the OR's and the mean's of the first k 1-shot logits
+    (K, B, H, W). The OR of thresholded maps is the threshold of their maximum."""
+    return {"convlstm": torch.sigmoid(step_logits), "or": torch.sigmoid(one_shot_logits[:k].amax(0)),
+            "mean": torch.sigmoid(one_shot_logits[:k].mean(0))}
 
 
 def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache_dir=DEFAULT_CACHE):
@@ -99,9 +101,7 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
                 gate_sums[variant] += [float(t["input_gate"].mean((1, 2, 3)).sum()) for t in traces]
                 one_shot_logits = torch.stack([up(o) for o in one_shots])
                 for k in range(1, shots + 1):
-                    scores = {"convlstm": torch.sigmoid(up(steps[k - 1])),
-                              "mean": torch.sigmoid(one_shot_logits[:k].mean(0)),
-                              "or": torch.sigmoid(one_shot_logits[:k].amax(0)),
+                    scores = {**fused_scores(up(steps[k - 1]), one_shot_logits, k),
                               "forced_open": torch.sigmoid(up(forced[k - 1]))}
                     for method, score in scores.items():
                         for i, episode in enumerate(group):
