@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import (ConvLSTMCell, ModelConfig, ResidualSpatialAttention, cosine_map, guidance_channels,
-                    level_guidance, masked_average, object_prototype, prototype_features, resize_mask)
+from .model import (ConvLSTMCell, HeadOutput, ModelConfig, ResidualSpatialAttention, cosine_map,
+                    guidance_channels, level_guidance, masked_average, object_prototype, prototype_features,
+                    resize_mask)
 
 
 class MeanFusionHead(nn.Module):
@@ -95,4 +96,4 @@ class MeanFusionHead(nn.Module):
                                              cosine_map(query_proto_features, prototype)))
             if trace:
                 traces.append({name: value.detach() for name, value in gates.items()})
-        return steps, one_shots, traces
+        return HeadOutput(steps, one_shots, traces, [x.new_ones(x.shape[0], 1, 1, 1) for _ in steps])  # no admission gate

@@ -8,7 +8,7 @@ import hashlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, Optional, Union
+from typing import Iterable, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
@@ -146,18 +146,27 @@ class ConvLSTMCell(nn.Module):
         zeros = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
         return zeros, zeros
 
-    def forward(self, x, state, open_input_gate=False):
+    def forward(self, x, state, admission=None, open_input_gate=False):
+        """One step. admission: (N, 1, 1, 1) in [0, 1], how far this input is let in at all (see SupportGate): it
+        scales the input gate, and a support it keeps out (0) neither writes nor forgets, so the state stays as it
+        was. open_input_gate: an ablation, the input gate forced to 1 whatever was decided."""
         h, c = state
         zi, zf, zo, zg = self.gate_norm(self.gates(torch.cat([x, h], 1))).chunk(4, 1)
         i = torch.sigmoid(zi + self.peephole[0] * c)
-        if open_input_gate:  # an ablation: let this input in whatever the gate decided
-            i = torch.ones_like(i)
         f = torch.sigmoid(zf + self.peephole[1] * c)
+        if open_input_gate:
+            i, admission = torch.ones_like(i), None
+        if admission is not None:
+            i = admission * i
+            f = 1 - admission * (1 - f)
         g = torch.tanh(zg)
-        c = f * c + i * g
-        o = torch.sigmoid(zo + self.peephole[2] * c)
-        h = o * torch.tanh(self.cell_norm(c))
-        return (h, c), {"input_gate": i, "forget_gate": f, "output_gate": o, "candidate": g, "cell": c, "hidden": h}
+        c_new = f * c + i * g
+        o = torch.sigmoid(zo + self.peephole[2] * c_new)
+        h_new = o * torch.tanh(self.cell_norm(c_new))
+        if admission is not None:
+            h_new = admission * h_new + (1 - admission) * h
+        return (h_new, c_new), {"input_gate": i, "forget_gate": f, "output_gate": o, "candidate": g, "cell": c_new,
+                                "hidden": h_new}
 
 
 class ResidualSpatialAttention(nn.Module):
@@ -186,31 +195,94 @@ def guidance_channels(prior_levels):
 
 
 class EvidenceMemory:
-    """What the decoder knows of supports 1..k beyond the hidden state: their evidence maps (guidance maps and
-    similarity to the object prototype, stride 8), averaged and max-pooled with the **weights the input gate sets**.
-    A support the gate keeps out (weight 0) leaves the memory as it was, so what the gates do is what the model
-    does: nothing of a support reaches the prediction but through the gates."""
+    """What the decoder knows of supports 1..k beyond the hidden state, all of it written with the **weights the
+    gates set**: the supports' evidence maps (guidance maps and similarity to the object prototype, stride 8),
+    averaged and max-pooled per pixel with the input gate's channel mean there, and their object prototypes
+    (stride 8+16 and stride 32), averaged with the input gate's overall mean. A support the gates keep out (weight
+    0) leaves the memory as it was, so what the gates do is what the model does."""
 
     def __init__(self, evidence):
         self.total = torch.zeros_like(evidence)
         self.weight = torch.zeros_like(evidence[:, :1])
         self.maximum = None
+        self.prototype_totals = None  # [stride 8+16, stride 32], each (N, C)
+        self.prototype_weight = evidence.new_zeros(evidence.shape[0], 1)
 
-    def add(self, evidence, weight):
-        """weight: (N, 1, h, w) in [0, 1], the input gate's channel mean at that pixel."""
+    def add(self, evidence, weight, prototypes=None, prototype_weight=None):
+        """weight: (N, 1, h, w) in [0, 1], the input gate's channel mean at each pixel; prototypes: the support's
+        [stride 8+16, stride 32] object prototypes, averaged in with prototype_weight (N, 1)."""
         self.total = self.total + weight * evidence
         self.weight = self.weight + weight
         # a soft, gated maximum: weight 1 takes max(old, new); weight 0 keeps the old
         self.maximum = evidence if self.maximum is None else self.maximum + weight * F.relu(evidence - self.maximum)
+        if prototypes is not None:
+            weighted = [prototype_weight * p for p in prototypes]
+            self.prototype_totals = weighted if self.prototype_totals is None else [
+                total + w for total, w in zip(self.prototype_totals, weighted)]
+            self.prototype_weight = self.prototype_weight + prototype_weight
         return self
 
     def mean(self):
         return self.total / self.weight.clamp_min(1e-3)
 
+    def prototypes(self):
+        """The gated mean object prototypes [stride 8+16, stride 32] of the supports so far."""
+        return [total / self.prototype_weight.clamp_min(1e-3) for total in self.prototype_totals]
+
+
+def support_prototypes(support, mask):
+    """A support's object prototypes: [stride 8+16 (N, C), stride 32 (N, C)]."""
+    return [object_prototype(support, mask), masked_average(support[2], resize_mask(mask, support[2]))]
+
+
+def pearson(a, b):
+    """Correlation over pixels of two (N, 1, h, w) maps -> (N,)."""
+    a, b = a.flatten(1), b.flatten(1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
+
+
+AGREEMENT_FEATURES = 10
+
+
+def agreement(support, mask, memory, query_similarity, remembered_similarity):
+    """How well a new support agrees with the supports the memory holds: (N, AGREEMENT_FEATURES).
+
+    At stride 8+16 and at stride 32: the cosine of the new support's object and background prototypes to the
+    remembered object prototype, and the remembered prototype's mean similarity on the new support's own picture
+    inside and outside its mask (a mask moved off the object, or over-painted, puts the object outside or the
+    background inside); the share of the picture the mask covers (log); and the correlation, over the query, of
+    the new support's similarity map with the remembered one (another class lights up other pixels)."""
+    features = [prototype_features(support), support[2]]
+    stats = []
+    for level, remembered in zip(features, memory.prototypes()):
+        m = resize_mask(mask, level)
+        stats += [F.cosine_similarity(masked_average(level, m), remembered, dim=1),
+                  F.cosine_similarity(masked_average(level, 1 - m), remembered, dim=1)]
+        similarity = cosine_map(level, remembered)
+        stats += [masked_average(similarity, m)[:, 0], masked_average(similarity, 1 - m)[:, 0]]
+    stats.append(mask.mean((1, 2, 3)).clamp_min(1e-4).log() / 5)
+    stats.append(pearson(query_similarity, remembered_similarity))
+    return torch.stack(stats, 1)
+
+
+class SupportGate(nn.Module):
+    """The admission gate: how far support k >= 2 is let into the ConvLSTM (a factor of its input gate), from
+    `agreement` with the supports already in. The first support is always let in: there is nothing to compare."""
+
+    def __init__(self, hidden=32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(AGREEMENT_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        with torch.no_grad():
+            self.net[-1].bias.fill_(2.0)  # start mostly open (0.88): a support is let in until shown bad
+
+    def forward(self, stats):
+        return torch.sigmoid(self.net(stats))[:, :, None, None]  # (N, 1, 1, 1)
+
 
 class FusionHead(nn.Module):
-    """Fuses (support, query) into the ConvLSTM's input, runs the ConvLSTM and decodes each step from its hidden
-    state and the gated evidence memory."""
+    """Fuses (support, query) into the ConvLSTM's input, decides how far to let each support in, runs the ConvLSTM
+    and decodes each step from its hidden state and the gated evidence memory."""
 
     def __init__(self, level_channels, config=ModelConfig()):
         super().__init__()
@@ -224,14 +296,13 @@ class FusionHead(nn.Module):
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
         self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
         self.support_proj = nn.ModuleList(nn.Linear(c, width) for c in level_channels)
-        # The new support's evidence beside the memory's (and whether there is one), so that the gates can see
-        # whether the new support agrees with the earlier ones.
-        self.guide_proj = nn.Conv2d(2 * evidence + 1, width, 1)
+        self.guide_proj = nn.Conv2d(evidence, width, 1)
         self.feature_dropout = nn.Dropout2d(config.feature_dropout)
         self.down = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1))  # stride 8 -> 16
         self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
         self.attention = ResidualSpatialAttention(width)
         self.to_lstm = nn.Conv2d(width, width, 1)
+        self.support_gate = SupportGate()
         self.lstm = ConvLSTMCell(width, hidden)
         self.decoder = nn.Sequential(
             nn.Conv2d(hidden + (evidence - 1) * (2 if self.max_guidance else 1), 32, 3, padding=1), nn.ReLU(),
@@ -253,36 +324,43 @@ class FusionHead(nn.Module):
         similarity = cosine_map(query_prototype_features, object_prototype(support, mask))
         return torch.cat(guidance + [similarity], 1), masks
 
-    def lstm_input(self, query, support, masks, evidence, memory):
-        """The ConvLSTM's input at stride 16: multi-context guiding of the query by the support, with the new
-        evidence and the memory's mean beside it."""
-        if memory is None:
-            remembered, has_memory = torch.zeros_like(evidence), evidence.new_zeros(evidence[:, :1].shape)
-        else:
-            remembered, has_memory = memory.mean(), evidence.new_ones(evidence[:, :1].shape)
+    def lstm_input(self, query, support, masks, evidence):
+        """The ConvLSTM's input at stride 16: multi-context guiding of the query by the support and its evidence."""
         branch = [self.feature_dropout(self.query_proj[level](q)) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
                   for level, (q, s, m) in enumerate(zip(query, support, masks))]
-        x = self.down(branch[0] + self.guide_proj(torch.cat([evidence, remembered, has_memory], 1)))
+        x = self.down(branch[0] + self.guide_proj(evidence))
         for extra in branch[1:]:
             x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.to_lstm(self.attention(self.mix(x)))
 
-    def decode(self, hidden, memory):
+    def decode(self, hidden, memory, query_prototype_features):
         mean = memory.mean()
-        guidance, similarity = mean[:, :-1], mean[:, -1:]
+        guidance = mean[:, :-1]
         if self.max_guidance:
             guidance = torch.cat([guidance, memory.maximum[:, :-1]], 1)
+        similarity = cosine_map(query_prototype_features, memory.prototypes()[0])
         up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction
 
-    def step(self, query, support, masks, evidence, state, memory, open_gate=False):
-        """One support into the ConvLSTM: (new state, new memory, gates). open_gate forces the input gate to 1."""
-        x = self.lstm_input(query, support, masks, evidence, memory)
-        state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), open_input_gate=open_gate)
+    def admit(self, support, mask, evidence, memory, query_prototype_features):
+        """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
+        if memory is None:
+            return evidence.new_ones(evidence.shape[0], 1, 1, 1)
+        remembered = cosine_map(query_prototype_features, memory.prototypes()[0])
+        return self.support_gate(agreement(support, mask, memory, evidence[:, -1:], remembered))
+
+    def step(self, x, support, mask, evidence, state, memory, query_prototype_features, open_gate=False):
+        """One support into the ConvLSTM: (new state, new memory, gates incl. the admission). open_gate forces the
+        input gate to 1 (admission included)."""
+        admission = self.admit(support, mask, evidence, memory, query_prototype_features)
+        state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), admission=admission,
+                                 open_input_gate=open_gate)
+        gates["admission"] = torch.ones_like(admission) if open_gate else admission
         weight = F.interpolate(gates["input_gate"].mean(1, keepdim=True), size=evidence.shape[-2:], mode="bilinear",
                                align_corners=False)
-        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight)
+        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight, support_prototypes(support, mask),
+                                                          gates["input_gate"].mean((1, 2, 3))[:, None])
         return state, memory, gates
 
     def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
@@ -290,24 +368,34 @@ class FusionHead(nn.Module):
 
         query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
         open_gate_at: steps (1-based) whose input gate is forced open (to test that the gates matter).
-        Returns the logits after supports 1..k (list of K (N, 1, h8, w8) maps at stride 8), each support's own
-        1-shot logits alone (the same, or [] unless one_shot), and per step the gate traces (or [] unless trace).
+        Returns a HeadOutput: the logits after supports 1..k (K maps (N, 1, h8, w8) at stride 8), each support's
+        own 1-shot logits (the same, or [] unless one_shot), per step the gate traces ([] unless trace) and the
+        admission gate's values (K tensors (N, 1, 1, 1), with gradients).
         """
         query_prototype_features = prototype_features(query)
-        state, memory, steps, one_shots, traces = None, None, [], [], []
+        state, memory, output = None, None, HeadOutput([], [], [], [])
         for k, (support, mask) in enumerate(zip(supports, masks), start=1):
             evidence, level_masks = self.evidence(query, query_prototype_features, support, mask)
-            state, memory, gates = self.step(query, support, level_masks, evidence, state, memory,
+            x = self.lstm_input(query, support, level_masks, evidence)
+            state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_features,
                                              open_gate=k in open_gate_at)
-            steps.append(self.decode(state[0], memory))
+            output.steps.append(self.decode(state[0], memory, query_prototype_features))
+            output.admissions.append(gates["admission"])
             if one_shot and k == 1:  # step 1 already is the first support alone
-                one_shots.append(steps[0])
+                output.one_shots.append(output.steps[0])
             elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
-                alone, alone_memory, _ = self.step(query, support, level_masks, evidence, None, None)
-                one_shots.append(self.decode(alone[0], alone_memory))
+                alone, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_features)
+                output.one_shots.append(self.decode(alone[0], alone_memory, query_prototype_features))
             if trace:
-                traces.append({name: value.detach() for name, value in gates.items()})
-        return steps, one_shots, traces
+                output.traces.append({name: value.detach() for name, value in gates.items()})
+        return output
+
+
+class HeadOutput(NamedTuple):
+    steps: list        # K logit maps (N, 1, h8, w8): after supports 1..k
+    one_shots: list    # K logit maps: support k alone
+    traces: list       # per step {gate name: tensor}, when traced
+    admissions: list   # K (N, 1, 1, 1): how far each support was let in
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -330,8 +418,11 @@ class Segmentation:
     one_shot_probabilities: list  # K float32 (H, W): support k alone (a 1-shot prediction)
     or_masks: list                # K bool (H, W): the logical OR of the 1-shot masks of supports 1..k
     or_probabilities: list        # K float32 (H, W): their running maximum
+    admissions: list              # K floats in [0, 1]: how far support k was let in (the admission gate; 1 for
+                                  # the first support, which has nothing to be compared with)
     gates: list                   # trace=True: K dicts {input_gate, forget_gate, output_gate, candidate, cell,
                                   # hidden: float32 (hidden, h16, w16)}, at stride 16 of the network input; else []
+                                  # (input_gate includes the admission factor)
 
 
 class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
@@ -448,18 +539,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def clear_cache(self):
         self._support_cache.clear()
 
-    # -- the public API --------------------------------------------------------------------------------------------
-
-    @torch.inference_mode()
-    def segment(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]],
-                trace: bool = False) -> Segmentation:
-        """Find in `query` the kind of object marked in the supports, fed to the ConvLSTM one at a time.
-
-        query: an image; supports: (image, mask) pairs, at most MAX_SUPPORTS, nonzero mask = object.
-        trace: also return each step's gate activations (`Segmentation.gates`).
-        Bad input raises a ValueError that says what to fix.
-        """
-        query_image = images.load_image(query, "query image")
+    def _prepare_supports(self, supports):
+        """Checked supports -> [(backbone features, network-size mask)], from the cache where possible."""
         if supports is None or isinstance(supports, (str, bytes, np.ndarray, Image.Image)):
             raise ValueError("supports: expected a list of (image, mask) pairs")
         supports = list(supports)
@@ -478,22 +559,58 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
             if problem:
                 raise ValueError(f"support {number}: {problem}")
             prepared.append(self._support_features(image, mask))
+        return prepared
 
+    def _to_probabilities(self, logits, size):
+        up = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(up)[0, 0].float().cpu().numpy()
+
+    # -- the public API --------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def segment(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]],
+                trace: bool = False, open_gates: Iterable[int] = ()) -> Segmentation:
+        """Find in `query` the kind of object marked in the supports, fed to the ConvLSTM one at a time.
+
+        query: an image; supports: (image, mask) pairs, at most MAX_SUPPORTS, nonzero mask = object.
+        trace: also return each step's gate activations (`Segmentation.gates`).
+        open_gates: an ablation: steps (1-based) whose input gate is forced fully open, admission included, to see
+        what a support the gates kept out would have done.
+        Bad input raises a ValueError that says what to fix.
+        """
+        query_image = images.load_image(query, "query image")
+        prepared = self._prepare_supports(supports)
         query_levels = self.features(query_image)
-        steps, one_shots, traces = self.head(query_levels, [f for f, _ in prepared], [m for _, m in prepared],
-                                                 trace=trace)
-        height, width = query_image.shape[:2]
-
-        def to_probabilities(logits):
-            up = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            return torch.sigmoid(up)[0, 0].float().cpu().numpy()
-
-        probabilities = [to_probabilities(s) for s in steps]
-        one_shot = [to_probabilities(s) for s in one_shots]
+        steps, one_shots, traces, admissions = self.head(query_levels, [f for f, _ in prepared],
+                                                         [m for _, m in prepared], trace=trace,
+                                                         open_gate_at=tuple(open_gates))
+        size = query_image.shape[:2]
+        probabilities = [self._to_probabilities(s, size) for s in steps]
+        one_shot = [self._to_probabilities(s, size) for s in one_shots]
         return Segmentation(
             masks=[p > self.threshold for p in probabilities],
             probabilities=probabilities,
             one_shot_probabilities=one_shot,
             or_masks=list(np.logical_or.accumulate([p > self.threshold for p in one_shot])),
             or_probabilities=list(np.maximum.accumulate(one_shot)),
-            gates=[{name: value[0].float().cpu().numpy() for name, value in step.items()} for step in traces])
+            admissions=[float(a.flatten()[0]) for a in admissions],
+            gates=[{name: value[0].float().cpu().numpy() for name, value in step.items() if name != "admission"}
+                   for step in traces])
+
+    @torch.inference_mode()
+    def leave_one_out(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]]) -> list:
+        """What each support did: for each k, the ConvLSTM's final probabilities (H, W) with support k left out
+        (the others in their order), or None when it is the only support. Support features come from the cache
+        that `segment` filled, so this costs one query pass and K runs of the small head."""
+        query_image = images.load_image(query, "query image")
+        prepared = self._prepare_supports(supports)
+        query_levels = self.features(query_image)
+        answers = []
+        for k in range(len(prepared)):
+            others = prepared[:k] + prepared[k + 1:]
+            if not others:
+                answers.append(None)
+                continue
+            steps = self.head(query_levels, [f for f, _ in others], [m for _, m in others], one_shot=False).steps
+            answers.append(self._to_probabilities(steps[-1], query_image.shape[:2]))
+        return answers

@@ -101,9 +101,9 @@ def test_forcing_the_input_gate_open_changes_only_later_steps(tiny_model, square
     levels = tiny_model.features(query)
     prepared = [tiny_model._support_features(*pair) for pair in supports]
     with torch.inference_mode():
-        normal, _, _ = tiny_model.head(levels, [f for f, _ in prepared], [m for _, m in prepared], one_shot=False)
-        forced, _, _ = tiny_model.head(levels, [f for f, _ in prepared], [m for _, m in prepared], one_shot=False,
-                                       open_gate_at=(2,))
+        normal = tiny_model.head(levels, [f for f, _ in prepared], [m for _, m in prepared], one_shot=False).steps
+        forced = tiny_model.head(levels, [f for f, _ in prepared], [m for _, m in prepared], one_shot=False,
+                                 open_gate_at=(2,)).steps
     torch.testing.assert_close(forced[0], normal[0])
     assert not torch.allclose(forced[1], normal[1])
 
@@ -138,3 +138,49 @@ def test_supports_may_be_any_iterable_up_to_the_cap(tiny_model, square_episode):
         tiny_model.segment(query, [supports[0]] * (MAX_SUPPORTS + 1))
     with pytest.raises(ValueError, match=r"supports: expected a list of \(image, mask\) pairs"):
         tiny_model.segment(query, supports[0][0])
+
+
+def test_a_support_the_admission_gate_keeps_out_leaves_state_and_answer_unchanged():
+    """Admission 0: the ConvLSTM neither writes nor forgets, and the memory adds nothing, so the step's answer
+    is the previous step's; admission 1 is the plain ConvLSTM step."""
+    from fss_demo.model import ConvLSTMCell
+
+    torch.manual_seed(0)
+    cell = ConvLSTMCell(4, 8)
+    x, state = torch.randn(2, 4, 5, 5), (torch.randn(2, 8, 5, 5), torch.randn(2, 8, 5, 5))
+    (h, c), gates = cell(x, state, admission=torch.zeros(2, 1, 1, 1))
+    torch.testing.assert_close(h, state[0])
+    torch.testing.assert_close(c, state[1])
+    assert float(gates["input_gate"].detach().abs().max()) == 0
+    plain, _ = cell(x, state)
+    admitted, _ = cell(x, state, admission=torch.ones(2, 1, 1, 1))
+    torch.testing.assert_close(admitted[0], plain[0])
+
+
+def test_a_closed_admission_gate_repeats_the_previous_answer(tiny_model, square_episode, monkeypatch):
+    (query, _), supports = square_episode
+    head = tiny_model.head
+    monkeypatch.setattr(head.support_gate, "forward", lambda stats: torch.zeros(stats.shape[0], 1, 1, 1))
+    seg = tiny_model.segment(query, supports)
+    assert seg.admissions == [1.0, 0.0, 0.0]
+    np.testing.assert_allclose(seg.probabilities[2], seg.probabilities[0], atol=1e-6)
+    np.testing.assert_allclose(seg.probabilities[1], seg.probabilities[0], atol=1e-6)
+
+
+def test_admissions_are_reported_and_the_first_support_is_always_let_in(tiny_model, square_episode):
+    (query, _), supports = square_episode
+    seg = tiny_model.segment(query, supports)
+    assert len(seg.admissions) == 3 and seg.admissions[0] == 1.0
+    assert all(0 < a < 1 for a in seg.admissions[1:])
+
+
+def test_leave_one_out_runs_the_head_without_each_support(tiny_model, square_episode):
+    (query, _), supports = square_episode
+    answers = tiny_model.leave_one_out(query, supports)
+    assert len(answers) == 3 and all(a.shape == query.shape[:2] for a in answers)
+    # leaving out the last support gives the answer after the first two
+    seg = tiny_model.segment(query, supports)
+    np.testing.assert_allclose(answers[2], seg.probabilities[1], atol=1e-6)
+    without_first = tiny_model.segment(query, supports[1:])
+    np.testing.assert_allclose(answers[0], without_first.probabilities[-1], atol=1e-6)
+    assert tiny_model.leave_one_out(query, supports[:1]) == [None]
