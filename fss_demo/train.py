@@ -30,7 +30,7 @@ from .model import FewShotSegmenter, ModelConfig, default_device
 class TrainingData:
     """Every training episode's source: the data sets' training splits, their cached features, one mix."""
 
-    def __init__(self, data_dirs, backbone, shots, cache_dir, size, balance="classes"):
+    def __init__(self, data_dirs, backbone, shots, cache_dir, size, balance="classes", shares=None):
         self.datasets, self.caches, samplers = [], [], []
         for root in data_dirs:
             dataset = open_dataset(root)
@@ -38,13 +38,38 @@ class TrainingData:
             samplers.append(EpisodeSampler(dataset, classes, ids, shots))
             self.caches.append(FeatureCache.build(dataset, backbone, size=size, cache_dir=cache_dir))
             self.datasets.append(dataset)
-        self.mix = EpisodeMix(samplers, balance)
+        names = [dataset.name for dataset in self.datasets]
+        unknown = sorted(set(shares or {}) - set(names))
+        if unknown:
+            raise ValueError(f"--share names {unknown}, which are not among the data sets {names}")
+        self.mix = EpisodeMix(samplers, balance, {names.index(name): share for name, share in (shares or {}).items()})
 
     def batch(self, rng, size, device="cpu"):
         """`size` random episodes, batched (see datasets.collate), and each one's class as (data set, class id)."""
         drawn = [self.mix.draw(rng) for _ in range(size)]
         batch = collate([(self.datasets[i], self.caches[i], episode) for i, episode in drawn], device=device)
         return batch, [(i, episode.class_id) for i, episode in drawn]
+
+
+# What the admission gate should learn from a corrupted support: keep it out (0), or no target (a small patch of the
+# object still shows the object, so letting it in is no mistake). Clean supports: let in (1).
+GATE_TARGETS = {"off_object": 0.0, "over_painted": 0.0, "other_class": 0.0, "small_patch": None}
+
+
+def gate_loss(admissions, corrupted):
+    """Binary cross-entropy of the admission gate at steps >= 2 against what each support is: clean (1) or bad
+    (0, see GATE_TARGETS). admissions: K tensors (B, 1, 1, 1); corrupted: {(row, step): kind}."""
+    values, targets = [], []
+    for step in range(1, len(admissions)):
+        for row in range(admissions[step].shape[0]):
+            target = GATE_TARGETS[corrupted[(row, step)]] if (row, step) in corrupted else 1.0
+            if target is not None:
+                values.append(admissions[step][row].flatten())
+                targets.append(target)
+    if not values:
+        return admissions[0].sum() * 0
+    values = torch.cat(values).clamp(1e-6, 1 - 1e-6)
+    return F.binary_cross_entropy(values, torch.tensor(targets, device=values.device))
 
 
 def step_losses(step_logits, target, size, dice_weight=0.0):
@@ -124,6 +149,12 @@ def main(argv=None):
                         help="share of episodes in which one support at a step >= 2 is replaced by a bad one (mask "
                              "off the object, over-painted, another class, a small patch): the gates learn to keep "
                              "such supports out; the loss stays against the true query mask")
+    parser.add_argument("--gate-loss-weight", type=float, default=0.1,
+                        help="weight of a loss that tells the admission gate which supports were made bad (0: it "
+                             "learns only from the segmentation loss)")
+    parser.add_argument("--share", nargs="*", default=[], metavar="SET=SHARE",
+                        help="fixed shares of the episodes for some sets, e.g. composites_train=0.3; the other sets "
+                             "share the rest as --balance says")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop after this many iterations in this run; run the same command again to go on")
     parser.add_argument("--seed", type=int, default=0)
@@ -146,7 +177,11 @@ def main(argv=None):
     model.to(device)
     if rank > 0:
         dist.barrier()  # rank 0 computes the feature caches first; the others then read them
-    data = TrainingData(args.data, model.backbone, args.shots, args.cache, args.input_size, args.balance)
+    try:
+        shares = {name: float(share) for name, share in (item.split("=") for item in args.share)}
+    except ValueError:
+        parser.error(f"--share takes SET=SHARE items, e.g. composites_train=0.3, not {args.share}")
+    data = TrainingData(args.data, model.backbone, args.shots, args.cache, args.input_size, args.balance, shares)
     if rank == 0 and world > 1:
         dist.barrier()
     head = model.head
@@ -177,10 +212,12 @@ def main(argv=None):
     with open(os.path.join(args.out, "log.csv") if rank == 0 else os.devnull, "a") as log:
         for iteration in progress:
             (query, supports, masks, target), class_keys = data.batch(rng, args.batch, device)
-            corrupt_randomly(supports, masks, class_keys, rng, args.corrupt_probability)
-            steps, _, _ = trained(query, supports, masks, one_shot=False)
+            corrupted = corrupt_randomly(supports, masks, class_keys, rng, args.corrupt_probability)
+            steps, _, _, admissions = trained(query, supports, masks, one_shot=False)
             losses = step_losses(steps, target, (args.loss_size, args.loss_size), args.dice_weight)
             loss = torch.stack(losses).mean()
+            if args.gate_loss_weight:
+                loss = loss + args.gate_loss_weight * gate_loss(admissions, corrupted)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # under DDP, gradients are averaged over the processes here
             torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)

@@ -60,3 +60,30 @@ def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
     assert "on 2 process(es)" in done.stdout
     assert len((out / "log.csv").read_text().splitlines()) == 4  # rank 0's log only
     assert fss_demo.load_model(str(out / "model")).config.width == 16
+
+
+def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in():
+    from fss_demo.train import gate_loss
+
+    admissions = [torch.ones(2, 1, 1, 1), torch.tensor([0.9, 0.2]).view(2, 1, 1, 1), torch.full((2, 1, 1, 1), 0.5)]
+    corrupted = {(1, 1): "off_object", (0, 2): "small_patch"}  # row 1 step 2 bad; row 0 step 3: no target
+    expected = -(torch.log(torch.tensor(0.9)) + torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.5))) / 3
+    torch.testing.assert_close(gate_loss(admissions, corrupted), expected)
+    assert float(gate_loss(admissions[:1], {})) == 0
+
+
+def test_fixed_shares_of_episodes_per_set(labelmap_root):
+    import numpy as np
+    import pytest
+
+    from fss_demo.datasets import EpisodeMix, EpisodeSampler, open_dataset, training_split
+
+    dataset = open_dataset(labelmap_root)
+    classes, ids = training_split(dataset)
+    samplers = [EpisodeSampler(dataset, classes, ids, 1) for _ in range(3)]
+    mix = EpisodeMix(samplers, shares={2: 0.3})
+    rng = np.random.default_rng(0)
+    drawn = np.bincount([mix.draw(rng)[0] for _ in range(4000)], minlength=3) / 4000
+    assert abs(drawn[2] - 0.3) < 0.03 and abs(drawn[0] - 0.35) < 0.03
+    with pytest.raises(ValueError, match="leave room"):
+        EpisodeMix(samplers, shares={0: 0.6, 1: 0.5})
