@@ -13,6 +13,7 @@ likewise, then the mean over classes. FB-IoU: foreground and background IoU over
 Scored at the network's 320x320 input resolution, pixels labelled 255 left out.
 """
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -46,7 +47,7 @@ def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=
         for start in tqdm(range(0, len(chosen), batch), desc=f"evaluating {dataset.name}", unit="batch"):
             group = chosen[start:start + batch]
             query, supports, masks, target = collate([(dataset, cache, e) for e in group], device=model.device)
-            steps, one_shots, _ = model.head(query, supports, masks, one_shot=True)
+            steps, one_shots, _, _ = model.head(query, supports, masks, one_shot=True)
             prototypes = prototype_baseline(query, supports, masks)
             size = target.shape[-2:]
             up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0].cpu()
@@ -80,6 +81,7 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
     tallies = {variant: Tally({"convlstm": grid, "mean": grid, "or": grid, "forced_open": grid})
                for variant in ("clean",) + KINDS}
     gate_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
+    admission_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
     chosen = sampler.episodes(episodes)
     with torch.inference_mode():
         for number, start in enumerate(tqdm(range(0, len(chosen), batch), desc=f"corrupting {dataset.name}",
@@ -96,9 +98,10 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
                 if variant != "clean":
                     rng = np.random.default_rng([seed, number, KINDS.index(variant)])
                     corrupt(variant, supports, masks, step - 1, range(len(group)), [e.class_id for e in group], rng)
-                steps, one_shots, traces = model.head(query, supports, masks, one_shot=True, trace=True)
-                forced, _, _ = model.head(query, supports, masks, one_shot=False, open_gate_at=(step,))
+                steps, one_shots, traces, admissions = model.head(query, supports, masks, one_shot=True, trace=True)
+                forced = model.head(query, supports, masks, one_shot=False, open_gate_at=(step,)).steps
                 gate_sums[variant] += [float(t["input_gate"].mean((1, 2, 3)).sum()) for t in traces]
+                admission_sums[variant] += [float(a.sum()) for a in admissions]
                 one_shot_logits = torch.stack([up(o) for o in one_shots])
                 for k in range(1, shots + 1):
                     scores = {**fused_scores(up(steps[k - 1]), one_shot_logits, k),
@@ -114,24 +117,27 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
                            for method in ("convlstm", "mean", "or", "forced_open")}
         result[variant]["input_gate_mean"] = [round(float(g), 4) for g in gates]
         result[variant]["input_gate_ratio"] = round(float(gates[step - 1] / others.mean()), 3)
+        result[variant]["admission_mean"] = [round(float(a), 4) for a in admission_sums[variant] / len(chosen)]
     return result
 
 
 def print_corruption_table(name, result, step=2):
     clean = result["clean"]
     print(f"{name}: support {step} corrupted; class mIoU after steps 1..5 (clean -> corrupted), step-5 loss, "
-          f"input gate at step {step} / other steps")
-    print("| kind | ConvLSTM | mean of logits | OR | ConvLSTM, gate forced open | gate ratio |")
-    print("|---|---|---|---|---|---|")
+          f"input gate at step {step} / other steps, admission gate at step {step}")
+    print("| kind | ConvLSTM | mean of logits | OR | ConvLSTM, gate forced open | gate ratio | admission |")
+    print("|---|---|---|---|---|---|---|")
     for kind in KINDS:
         row = result[kind]
         cells = []
         for method in ("convlstm", "mean", "or", "forced_open"):
             curve = " ".join(f"{v:.1f}" for v in row[method])
             cells.append(f"{curve} (step 5: {row[method][-1] - clean[method][-1]:+.1f})")
-        print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} |")
+        print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} | "
+              f"{row['admission_mean'][step - 1]:.2f} |")
     print(f"| clean | " + " | ".join(" ".join(f"{v:.1f}" for v in clean[m]) for m in
-                                     ("convlstm", "mean", "or", "forced_open")) + f" | {clean['input_gate_ratio']:.3f} |")
+                                     ("convlstm", "mean", "or", "forced_open")) +
+          f" | {clean['input_gate_ratio']:.3f} | {clean['admission_mean'][step - 1]:.2f} |")
 
 
 def report(tally, shots, thresholds):
@@ -172,6 +178,11 @@ def main(argv=None):
                         help="with --choose-threshold: also save them into the --weights folder's config.json")
     parser.add_argument("--corrupt", action="store_true",
                         help="also run the 5-shot episodes with support 2 corrupted, each kind (see evaluate_corruptions)")
+    parser.add_argument("--corrupt-episodes", type=int, default=None,
+                        help="episodes per set for --corrupt (default: --episodes)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="run the network at this input side instead of the one it was trained at (a test of "
+                             "larger inputs for small objects; features are cached per size)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--cache", default=DEFAULT_CACHE)
@@ -181,6 +192,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
 
     model = load_model(args.weights, device=args.device or default_device())
+    if args.input_size:
+        model.config = dataclasses.replace(model.config, input_size=args.input_size)
     began = time.time()
     tallies, results = [], {}
     for root in args.data:
@@ -189,8 +202,8 @@ def main(argv=None):
         tallies.append(tally)
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
         if args.corrupt:
-            results[dataset.name]["corruption"] = evaluate_corruptions(model, dataset, args.episodes, args.seed,
-                                                                       cache_dir=args.cache)
+            results[dataset.name]["corruption"] = evaluate_corruptions(
+                model, dataset, args.corrupt_episodes or args.episodes, args.seed, cache_dir=args.cache)
     thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
                   "prototype": model.prototype_threshold}
     if args.choose_threshold:
