@@ -171,3 +171,29 @@ def gate_share_on_object(gate_map, mask):
     inside = float(gate_map[small].mean()) if small.any() else float("nan")
     outside = float(gate_map[~small].mean()) if (~small).any() else float("nan")
     return inside, outside
+
+
+def picture_grid(rows, tile=240, gap=8):
+    """One picture of several rows, for a slide: rows = [(title, [(picture, caption), ...]), ...]. Each picture is
+    fitted into a tile x tile box (aspect kept) with its caption under it; each row has its title above it."""
+    from PIL import ImageDraw
+
+    columns = max(len(items) for _, items in rows)
+    titles = max(_font(20).getlength(title) for title, _ in rows)  # a single support's row is narrower than its title
+    width = max(gap + columns * (tile + gap), int(titles) + 2 * gap)
+    title_height, caption_height = 34, 26
+    height = gap + sum(title_height + tile + caption_height + gap for _ in rows)
+    sheet = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    top = gap
+    for title, items in rows:
+        draw.text((gap, top + 6), title, fill=(20, 20, 20), font=_font(20))
+        top += title_height
+        for column, (picture, caption) in enumerate(items):
+            small = images.fit(np.asarray(picture, dtype=np.uint8), tile, enlarge=True)
+            left = gap + column * (tile + gap)
+            corner = (left + (tile - small.shape[1]) // 2, top + (tile - small.shape[0]) // 2)  # centred in its tile
+            sheet.paste(Image.fromarray(small), corner)
+            draw.text((left + 2, top + tile + 4), caption, fill=(20, 20, 20), font=_font(16))
+        top += tile + caption_height + gap
+    return np.asarray(sheet)

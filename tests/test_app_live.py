@@ -1,5 +1,5 @@
-"""The launched app over real HTTP: gradio_client through Gradio's preprocessing and the real queue, and a real
-headless Chromium."""
+"""The launched app over real HTTP: gradio_client through Gradio's preprocessing and the real queue, its MCP server,
+and a real headless Chromium. Screenshots go to tests/artifacts/."""
 import json
 import os
 import re
@@ -87,6 +87,66 @@ def test_client_runs_an_episode(server):
     assert len(answer["supports"]) == len(answer["convlstm"]) == len(answer["logical_or"]) == k
     assert answer["gates"] is not None and len(answer["iou_plot"]["data"]) == 2 * k
     assert answer["summary"].startswith(f"Ran {k} support(s): ") and "IoU" in answer["summary"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The programmatic endpoint (issue 11): one named endpoint, also an MCP tool; the page's own events hidden
+
+
+def test_the_api_page_shows_only_the_segment_endpoint(server):
+    from gradio_client import Client
+
+    api = Client(server, verbose=False, ssl_verify=False).view_api(return_format="dict", print_info=False)
+    assert list(api["named_endpoints"]) == ["/segment"] and not api["unnamed_endpoints"]
+    parameters = api["named_endpoints"]["/segment"]["parameters"]
+    assert [p["parameter_name"] for p in parameters] == ["query", "supports", "masks", "query_mask"]
+    assert [p["parameter_has_default"] for p in parameters] == [False, False, False, True]
+
+
+def test_the_segment_endpoint_returns_masks_and_numbers_per_step(server):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    folder, spec = example()
+    path = lambda name: handle_file(os.path.join(folder, name))
+    supports, masks = [path(s["image"]) for s in spec["supports"]], [path(s["mask"]) for s in spec["supports"]]
+    client = Client(server, verbose=False, ssl_verify=False)
+    convlstm, logical_or, numbers = client.predict(query=path(spec["query"]["image"]), supports=supports,
+                                                   masks=masks, query_mask=path(spec["query"]["mask"]),
+                                                   api_name="/segment")
+    k, query = len(supports), Image.open(os.path.join(folder, spec["query"]["image"]))
+    assert len(convlstm) == len(logical_or) == len(numbers["steps"]) == k
+    read = lambda item: np.asarray(Image.open(item["image"])) > 127
+    last, before = read(convlstm[-1]), read(convlstm[-2])
+    assert last.shape == (query.height, query.width)
+    steps = numbers["steps"]
+    assert steps[0]["admission"] == 1.0 and all(0 <= s["admission"] <= 1 for s in steps)
+    assert all(0 <= s["iou"] <= 1 and 0 <= s["input_gate_on_object"] <= 1 for s in steps)
+    # leaving out the last support gives the answer after the others: for any weights
+    union = np.logical_or(last, before).sum()
+    assert steps[-1]["mask_change_without_it"] == pytest.approx(
+        1 - np.logical_and(last, before).sum() / union if union else 0, abs=1e-4)
+    with pytest.raises(AppError, match=re.escape("masks: give one mask per support photo (2 photo(s), 1 mask(s)).")):
+        client.predict(query=path(spec["query"]["image"]), supports=supports[:2], masks=masks[:1],
+                       api_name="/segment")
+
+
+def test_the_segment_endpoint_is_an_mcp_tool(server):
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def list_tools():
+        async with streamable_http_client(server + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return (await session.list_tools()).tools
+
+    tools = asyncio.run(list_tools())
+    assert [tool.name for tool in tools] == ["segment"]
+    assert list(tools[0].inputSchema["properties"]) == ["query", "supports", "masks", "query_mask"]
+    assert tools[0].description.startswith("Segment in the query the kind of object marked in the supports")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -243,28 +303,78 @@ def load_example_and_run(page, spec, query=None):
     if query:
         page.locator("#query input[type=file]").set_input_files(query)
         page.wait_for_timeout(1500)
-    page.get_by_role("button", name="Run", exact=True).click()
+    page.locator("#run").click()
     k = len(spec["supports"])
     expect(page.locator("#convlstm img")).to_have_count(k, timeout=120_000)
     expect(page.locator("#or img")).to_have_count(k, timeout=30_000)
 
 
 @needs_chromium
-def test_browser_loads_an_example_and_shows_k_predictions_per_row(page):
+def test_browser_runs_an_example_with_each_supports_effect_order_and_downloads(page):
     from playwright.sync_api import expect
 
-    _, spec = example()
-    load_example_and_run(page, spec)
+    folder, spec = example()
+    k = len(spec["supports"])
+    uploads = []  # during Run: the browser sends each editor's picture once (Gradio 6.31 re-sent them many times)
+    page.on("request", lambda r: uploads.append(r.url) if r.method == "POST" and "/upload" in r.url else None)
+    page.get_by_role("button", name=spec["title"]).click()
+    expect(page.get_by_text(spec["story"][:40])).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1500)  # the editors draw their images
+    uploads.clear()
+    page.locator("#run").click()
+    expect(page.locator("#convlstm img")).to_have_count(k, timeout=120_000)
+    expect(page.locator("#or img")).to_have_count(k, timeout=30_000)
+    expect(page.locator("#gates img")).to_have_count(1, timeout=30_000)
+
+    # each support's effect, beside the gate view
+    effects = page.locator("#effects")
+    expect(effects.locator("tbody tr")).to_have_count(k, timeout=60_000)
+    expect(effects).to_contain_text("Leaving each support out took")
+    expect(effects).to_contain_text(f"one pass of the backbone over the query and {k} runs of the small head")
+    first_row = effects.locator("tbody tr").first.locator("td").all_inner_texts()
+    assert first_row[:3] == ["1", "1", "1.00"]  # step 1 is support 1, always let in
+    assert len(uploads) <= k + 1, uploads  # k supports and the query
+
     os.makedirs(ARTIFACTS, exist_ok=True)
     page.wait_for_timeout(500)
     page.screenshot(path=os.path.join(ARTIFACTS, "app.png"), full_page=True)
-    page.get_by_text("Inside the ConvLSTM").click()
-    expect(page.locator("#gates img")).to_have_count(1, timeout=30_000)
-    page.locator("#gates").scroll_into_view_if_needed()
-    page.screenshot(path=os.path.join(ARTIFACTS, "app_gates.png"), full_page=True)
-    page.get_by_role("button", name="Clear all").click()  # and the panels empty
-    for panel in ("#supports", "#convlstm", "#or", "#gates"):
+    page.locator("#effects").scroll_into_view_if_needed()
+    page.screenshot(path=os.path.join(ARTIFACTS, "app_effects.png"))  # what a laptop screen shows there
+
+    # the downloads: the final mask as a PNG at the query's size, and the whole run as one picture
+    query = Image.open(os.path.join(folder, spec["query"]["image"]))
+    with page.expect_download() as download:
+        page.locator("#mask-download").click()
+    mask = np.asarray(Image.open(download.value.path()))
+    assert download.value.suggested_filename == "final_mask.png" and mask.shape == (query.height, query.width)
+    assert set(np.unique(mask)) <= {0, 255}
+    with page.expect_download() as download:
+        page.locator("#picture-download").click()
+    picture = Image.open(download.value.path())
+    assert download.value.suggested_filename == "fss_run.png" and picture.width > picture.height > 3 * 200
+    picture.save(os.path.join(ARTIFACTS, "run_picture.png"))
+
+    # order: the ConvLSTM's answer may change, the OR's cannot
+    page.get_by_role("button", name="Run them in reverse order").click()
+    order = page.locator("#order")
+    expect(order).to_contain_text("Reversed order (supports 5, 4, 3, 2, 1 instead of 1, 2, 3, 4, 5): the "
+                                  "ConvLSTM's final mask", timeout=60_000)
+    expect(order).to_contain_text("The logical OR's final mask is the same, pixel for pixel")
+    expect(page.locator("#order-pictures img")).to_have_count(4, timeout=30_000)
+    page.locator("#order").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=os.path.join(ARTIFACTS, "app_order.png"))
+
+    # a sixth support slot, then everything cleared
+    page.get_by_role("button", name="Add a support").click()
+    sixth = page.locator("strong").filter(has_text=re.compile(r"^Support 6$"))
+    expect(sixth).to_be_visible(timeout=10_000)
+    page.get_by_role("button", name="Clear all").click()
+    for panel in ("#supports", "#convlstm", "#or", "#gates", "#order-pictures"):
         expect(page.locator(f"{panel} img")).to_have_count(0, timeout=10_000)
+    expect(effects.locator("table")).to_have_count(0)
+    expect(page.locator("#mask-download")).to_be_hidden()
+    expect(sixth).to_be_hidden()
 
 
 @needs_chromium
