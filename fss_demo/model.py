@@ -40,25 +40,26 @@ class ModelConfig:
     hidden: int = 64                 # the ConvLSTM's state
     prior_levels: tuple = (1, 2)     # backbone levels (0, 1, 2 = stride 8, 16, 32) with a PFENet prior map
     max_guidance: bool = True        # the decoder also sees the maximum of the supports' guidance maps (run 5)
-    fusion: str = "gated"            # "gated": evidence reaches the decoder through the input gate (model v2);
-                                     # "mean": run 5's head (legacy.py), which reads the plain mean beside the cell
+    fusion: str = "gated"            # the head: support evidence reaches the decoder only through the gates (model
+                                     # v2); run 5's "mean" head, which read a plain mean beside the cell, is gone
     feature_dropout: float = 0.2     # on the query's projected features, in training
     input_size: int = images.NETWORK_SIZE
     threshold: float = 0.5           # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
     prototype_threshold: float = 0.5  # on the training-free baseline's cosine
     support_cache_size: int = 32     # supports whose backbone features are kept
 
-    # config.json files written before a setting existed meant its old value, not today's default.
-    LEGACY_VALUES = {"max_guidance": False, "fusion": "mean"}
-
     @classmethod
     def from_dict(cls, saved):
-        """The config of a saved config.json: unknown keys are refused, missing ones take their legacy value."""
+        """The config of a saved config.json. Unknown keys are refused, and so is run 5's kind of head (its config
+        has no `fusion` setting), whose weights this version cannot take."""
+        if saved.get("fusion", "mean") != "gated":
+            raise ValueError("this config.json is of a model with the older 'mean' fusion head (fss-demo run 5, before "
+                             "model v2): this version's head cannot take its weights")
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(saved) - fields)
         if unknown:
             raise ValueError(f"config.json has settings this version does not know: {unknown}")
-        values = {**{k: v for k, v in cls.LEGACY_VALUES.items() if k not in saved}, **saved}
+        values = dict(saved)
         if "prior_levels" in values:
             values["prior_levels"] = tuple(values["prior_levels"])
         return cls(**values)
@@ -442,14 +443,9 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.config = config or ModelConfig()
         self.backbone = build_backbone(self.config.backbone)
         channels = backbone_spec(self.config.backbone).level_channels
-        if self.config.fusion == "gated":
-            self.head = FusionHead(channels, self.config)
-        elif self.config.fusion == "mean":
-            from .legacy import MeanFusionHead  # run 5's head, for its saved weights
-
-            self.head = MeanFusionHead(channels, self.config)
-        else:
-            raise ValueError(f"unknown fusion {self.config.fusion!r}; expected 'gated' or 'mean'")
+        if self.config.fusion != "gated":
+            raise ValueError(f"unknown fusion {self.config.fusion!r}: this version has only the 'gated' head")
+        self.head = FusionHead(channels, self.config)
         self._support_cache = OrderedDict()
         self.eval()
 

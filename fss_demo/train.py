@@ -131,9 +131,6 @@ def main(argv=None):
     parser.add_argument("--max-guidance", action=argparse.BooleanOptionalAction, default=defaults.max_guidance,
                         help="the decoder also sees the maximum of the supports' guidance maps, not only their mean "
                              "(run 5 in NOTES.md; --no-max-guidance gives run 1's head)")
-    parser.add_argument("--fusion", choices=["gated", "mean"], default=defaults.fusion,
-                        help="gated: support evidence reaches the decoder through the input gate (model v2); "
-                             "mean: run 5's head (with --corrupt-probability 0 and no composites: run 5's recipe)")
     parser.add_argument("--input-size", type=int, default=defaults.input_size, help="side of the square network input")
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8, help="episodes per step in each process")
@@ -155,6 +152,11 @@ def main(argv=None):
     parser.add_argument("--share", nargs="*", default=[], metavar="SET=SHARE",
                         help="fixed shares of the episodes for some sets, e.g. composites_train=0.3; the other sets "
                              "share the rest as --balance says")
+    parser.add_argument("--init-from", default=None,
+                        help="a trained model folder whose head to start from (a second stage), instead of a random head")
+    parser.add_argument("--train-only", default=None, metavar="PREFIX",
+                        help="train only the head's parameters whose names start with PREFIX (e.g. support_gate), "
+                             "the rest frozen")
     parser.add_argument("--stop-after", type=int, default=None,
                         help="stop after this many iterations in this run; run the same command again to go on")
     parser.add_argument("--seed", type=int, default=0)
@@ -170,8 +172,12 @@ def main(argv=None):
     torch.manual_seed(args.seed)  # the same initial head in every process
     config = dataclasses.replace(defaults, backbone=args.backbone, width=args.width, hidden=args.hidden,
                                  prior_levels=tuple(args.prior_levels), max_guidance=args.max_guidance,
-                                 fusion=args.fusion, input_size=args.input_size)
+                                 input_size=args.input_size)
     model = FewShotSegmenter(config)
+    if args.init_from:
+        from .hub import load_model
+
+        model.head.load_state_dict(load_model(args.init_from, device="cpu").head.state_dict())
     if not args.no_pretrained:
         model.backbone = build_backbone(config.backbone, imagenet=True)
     model.to(device)
@@ -185,8 +191,14 @@ def main(argv=None):
     if rank == 0 and world > 1:
         dist.barrier()
     head = model.head
+    if args.train_only:
+        for name, parameter in head.named_parameters():
+            parameter.requires_grad_(name.startswith(args.train_only))
+        if not any(p.requires_grad for p in head.parameters()):
+            parser.error(f"--train-only {args.train_only}: no parameter of the head starts with it")
     trained = head if world == 1 else torch.nn.parallel.DistributedDataParallel(head)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    trainable = [p for p in head.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.05)
 
     os.makedirs(args.out, exist_ok=True)
@@ -220,7 +232,7 @@ def main(argv=None):
                 loss = loss + args.gate_loss_weight * gate_loss(admissions, corrupted)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # under DDP, gradients are averaged over the processes here
-            torch.nn.utils.clip_grad_norm_(head.parameters(), 5.0)
+            torch.nn.utils.clip_grad_norm_(trainable, 5.0)
             optimizer.step()
             schedule.step()
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()

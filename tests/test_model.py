@@ -108,24 +108,18 @@ def test_forcing_the_input_gate_open_changes_only_later_steps(tiny_model, square
     assert not torch.allclose(forced[1], normal[1])
 
 
-def test_a_config_json_from_before_model_v2_loads_run_5s_head(tmp_path, square_episode):
-    """Saved configs without the newer settings mean their old values: run 5's head, no max guidance."""
+def test_a_config_json_of_run_5s_head_is_refused_with_a_reason(tmp_path, tiny_model):
+    """Run 5's config.json has no `fusion` setting; its weights cannot fit this head, and the error says why."""
     import json
 
-    from fss_demo import FewShotSegmenter, ModelConfig
-    from fss_demo.legacy import MeanFusionHead
+    from fss_demo import FewShotSegmenter
 
-    (query, _), supports = square_episode
-    torch.manual_seed(0)
-    old = FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16, fusion="mean", max_guidance=False))
-    old.save_pretrained(tmp_path)
+    tiny_model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    del config["fusion"], config["max_guidance"], config["feature_dropout"]
+    del config["fusion"]
     (tmp_path / "config.json").write_text(json.dumps(config))
-    loaded = FewShotSegmenter.from_pretrained(tmp_path)
-    assert isinstance(loaded.head, MeanFusionHead) and not loaded.head.max_guidance
-    np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1],
-                                  old.segment(query, supports).probabilities[-1])
+    with pytest.raises(ValueError, match="older 'mean' fusion head"):
+        FewShotSegmenter.from_pretrained(tmp_path)
 
 
 def test_supports_may_be_any_iterable_up_to_the_cap(tiny_model, square_episode):
