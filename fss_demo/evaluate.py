@@ -123,21 +123,20 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
 
 def print_corruption_table(name, result, step=2):
     clean = result["clean"]
-    print(f"{name}: support {step} corrupted; class mIoU after steps 1..5 (clean -> corrupted), step-5 loss, "
-          f"input gate at step {step} / other steps, admission gate at step {step}")
+    print(f"{name}: support {step} corrupted; class mIoU after steps 1..5 and the step-5 change against clean "
+          f"episodes; the gate forced open at step {step} (step 5, and what forcing it cost); input gate at step "
+          f"{step} over the other steps; admission gate at step {step}")
     print("| kind | ConvLSTM | mean of logits | OR | ConvLSTM, gate forced open | gate ratio | admission |")
     print("|---|---|---|---|---|---|---|")
-    for kind in KINDS:
+    for kind in ("clean",) + KINDS:
         row = result[kind]
         cells = []
-        for method in ("convlstm", "mean", "or", "forced_open"):
+        for method in ("convlstm", "mean", "or"):
             curve = " ".join(f"{v:.1f}" for v in row[method])
-            cells.append(f"{curve} (step 5: {row[method][-1] - clean[method][-1]:+.1f})")
+            cells.append(curve if kind == "clean" else f"{curve} (step 5: {row[method][-1] - clean[method][-1]:+.1f})")
+        cells.append(f"{row['forced_open'][-1]:.1f} (cost {row['forced_open'][-1] - row['convlstm'][-1]:+.1f})")
         print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} | "
               f"{row['admission_mean'][step - 1]:.2f} |")
-    print(f"| clean | " + " | ".join(" ".join(f"{v:.1f}" for v in clean[m]) for m in
-                                     ("convlstm", "mean", "or", "forced_open")) +
-          f" | {clean['input_gate_ratio']:.3f} | {clean['admission_mean'][step - 1]:.2f} |")
 
 
 def report(tally, shots, thresholds):
