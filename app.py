@@ -228,7 +228,8 @@ def gate_picture(query, supports, seg):
     ranges, strips = viz.gate_ranges(seg.gates), []
     for k, ((image, mask, number), gates) in enumerate(zip(supports, seg.gates), start=1):
         inside, outside = viz.gate_share_on_object(gates["input_gate"].mean(0), seg.masks[k - 1])
-        title = f"Step {k} (support {number}): input gate {inside:.2f} on the predicted object, {outside:.2f} elsewhere"
+        title = (f"Step {k} (support {number}): admission {seg.admissions[k - 1]:.2f}; input gate {inside:.2f} on the "
+                 f"predicted object, {outside:.2f} elsewhere")
         strips.append(viz.gate_strip(query, image, mask, gates, title=title, ranges=ranges, captions=k == 1))
     return viz.stack_rows(strips)
 
@@ -674,6 +675,9 @@ A bad support should show in both: a dim gate, and little effect or a harmful on
 
 GATES_HELP = """
 Each row is one step: the support it took in, then the mean over channels of each gate, laid over the query.
+The **admission** is one number per support: how far the model lets it in at all, from how well it agrees with the
+supports already in. It scales the input gate, and at 0 the step changes nothing (the notebooks check this by
+forcing it open).
 Bright means more open (the colours are stretched to the range the gates use in this run, shared by all steps;
 the means are on a 0..1 scale): the **input gate** lets the new support's evidence into the memory, the **forget
 gate** keeps what earlier supports left there, and the **output gate** decides what of the memory shapes this
