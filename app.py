@@ -229,7 +229,7 @@ def gate_picture(query, supports, seg):
     for k, ((image, mask, number), gates) in enumerate(zip(supports, seg.gates), start=1):
         inside, outside = viz.gate_share_on_object(gates["input_gate"].mean(0), seg.masks[k - 1])
         title = (f"Step {k} (support {number}): admission {seg.admissions[k - 1]:.2f}; input gate {inside:.2f} on the "
-                 f"predicted object, {outside:.2f} elsewhere")
+                 f"object, {outside:.2f} elsewhere")
         strips.append(viz.gate_strip(query, image, mask, gates, title=title, ranges=ranges, captions=k == 1))
     return viz.stack_rows(strips)
 
