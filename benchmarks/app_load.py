@@ -10,45 +10,18 @@ numbers depend on the machine and on what else runs on it (the clients share it 
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from app_latency import launch_app  # noqa: E402  (one way to start the app for every benchmark)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
 SLOTS = 10  # the app's support slots (app.MAX_SUPPORTS); not imported, so that attaching loads no model
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch_app():
-    """Start app.py on a free port; return (process, url) once it answers."""
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-               GRADIO_ANALYTICS_ENABLED="False")
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("app.py exited before answering")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.kill()
-    raise SystemExit("app.py did not answer within 180 s")
 
 
 def episode_arguments(folder):
@@ -93,7 +66,7 @@ def main():
     parser.add_argument("--examples", nargs="+", default=["good", "bad_support"], help="folders under examples/")
     args = parser.parse_args()
 
-    process, url = (None, args.url) if args.url else launch_app()
+    process, url = (None, args.url) if args.url else launch_app()[:2]
     try:
         episodes = [episode_arguments(os.path.join(EXAMPLES, name)) for name in args.examples]
         warm_up = []  # the first run of a fresh process is slow (allocations, lazy imports): not what users see
