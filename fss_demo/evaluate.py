@@ -194,20 +194,25 @@ def main(argv=None):
     if args.input_size:
         model.config = dataclasses.replace(model.config, input_size=args.input_size)
     began = time.time()
-    tallies, results = [], {}
+    tallies, results, datasets = [], {}, []
     for root in args.data:
         dataset = open_dataset(root, fold=args.fold)
         tally, sampler = evaluate_dataset(model, dataset, args.shots, args.episodes, args.seed, cache_dir=args.cache)
         tallies.append(tally)
+        datasets.append(dataset)
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
-        if args.corrupt:
-            results[dataset.name]["corruption"] = evaluate_corruptions(
-                model, dataset, args.corrupt_episodes or args.episodes, args.seed, cache_dir=args.cache)
     thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
                   "prototype": model.prototype_threshold}
     if args.choose_threshold:
         thresholds = best_thresholds(tallies, args.shots)
         print(f"chosen thresholds: {thresholds}")
+        # The corrupted episodes below are scored at the chosen threshold, like the clean ones.
+        model.config = dataclasses.replace(model.config, threshold=thresholds["convlstm"])
+    if args.corrupt:
+        for dataset in datasets:
+            results[dataset.name]["corruption"] = evaluate_corruptions(
+                model, dataset, args.corrupt_episodes or args.episodes, args.seed, cache_dir=args.cache)
+            results[dataset.name]["corruption_threshold"] = model.threshold
     if args.write_threshold:
         config_path = os.path.join(args.weights, "config.json")
         with open(config_path) as f:

@@ -37,6 +37,7 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
         assert all(len(variant[m]) == 5 and all(0 <= v <= 100 for v in variant[m])
                    for m in ("convlstm", "mean", "or", "forced_open"))
         assert 0 < variant["input_gate_ratio"] and len(variant["input_gate_mean"]) == 5
+    assert scores["corruption_threshold"] == summary["thresholds"]["convlstm"]  # scored like the clean episodes
     assert fss_demo.load_model(str(out / "model")).threshold == summary["thresholds"]["convlstm"]
 
 
@@ -62,14 +63,20 @@ def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
     assert fss_demo.load_model(str(out / "model")).config.width == 16
 
 
-def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in():
+def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in(monkeypatch):
+    from fss_demo import train
     from fss_demo.train import gate_loss
 
     admissions = [torch.ones(2, 1, 1, 1), torch.tensor([0.9, 0.2]).view(2, 1, 1, 1), torch.full((2, 1, 1, 1), 0.5)]
-    corrupted = {(1, 1): "off_object", (0, 2): "small_patch"}  # row 1 step 2 bad; row 0 step 3: no target
-    expected = -(torch.log(torch.tensor(0.9)) + torch.log(torch.tensor(0.8)) + torch.log(torch.tensor(0.5))) / 3
+    corrupted = {(1, 1): "off_object", (0, 2): "small_patch"}  # row 1 step 2 bad, row 0 step 3 bad
+    log = torch.log
+    expected = -(log(torch.tensor(0.9)) + log(torch.tensor(0.8)) + log(torch.tensor(0.5)) * 2) / 4
     torch.testing.assert_close(gate_loss(admissions, corrupted), expected)
     assert float(gate_loss(admissions[:1], {})) == 0
+    # A kind without a target is left out of the loss.
+    monkeypatch.setitem(train.GATE_TARGETS, "small_patch", None)
+    expected = -(log(torch.tensor(0.9)) + log(torch.tensor(0.8)) + log(torch.tensor(0.5))) / 3
+    torch.testing.assert_close(gate_loss(admissions, corrupted), expected)
 
 
 def test_fixed_shares_of_episodes_per_set(labelmap_root):
