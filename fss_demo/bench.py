@@ -2,12 +2,14 @@
 
     python -m fss_demo.bench [--weights DIR] [--repeats 15]
 
-Prints median milliseconds for 320x320 inputs: one bare backbone pass; `segment` at 1 and 5 shots with
-new supports every call (cold: every image goes through the backbone) and with the same supports and a new
-query (warm: support features come from the cache, as in the app when only the query changes). The five
+Prints median milliseconds at the network's input side (320x320 unless --size gives another): one bare backbone
+pass; `segment` at 1 and 5 shots with new supports every call (cold: every image goes through the backbone) and
+with the same supports and a new query (warm: support features come from the cache, as in the app when only the
+query changes). The five
 measurements take turns within each repeat, so a busy spell of the machine slows them alike.
 """
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -36,12 +38,15 @@ def main(argv=None):
     parser.add_argument("--weights", default=None)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--size", type=int, default=None,
+                        help="run the network at this input side (default: the one it was trained at)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_model(args.weights)
+    if args.size:  # the network's input side, not only the pictures': `segment` resizes to model.input_size
+        model.config = dataclasses.replace(model.config, input_size=args.size)
     rng = np.random.default_rng(0)
-    side = args.size
+    side = model.input_size
     picture = lambda: rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
     mask = np.zeros((side, side), bool)
     mask[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
