@@ -17,8 +17,11 @@ def test_the_admission_gate_lets_the_misplaced_support_in_far_less_and_an_ablati
     others = seg.admissions[:1] + seg.admissions[2:]
     assert seg.admissions[1] < min(others) - 0.3  # support 2's mask lies on the background
     forced = bundled.segment(example.query, example.supports, open_gates=[2])
-    final = lambda s: iou(s.masks[-1], example.truth)
-    assert final(forced) < final(seg) - 0.01  # letting it in fully hurts: the gate is what kept it out
+    after = lambda s, step: iou(s.masks[step - 1], example.truth)
+    # Letting it in fully hurts at once, and the later good supports do not quite make up for it: the gate is what
+    # kept it out.
+    assert after(forced, 2) < after(seg, 2) - 0.05
+    assert after(forced, 5) < after(seg, 5)
     assert iou(seg.or_masks[1], example.truth) < iou(seg.or_masks[0], example.truth) - 0.1  # the OR takes it in
 
 
