@@ -48,11 +48,16 @@ class ModelConfig:
     prototype_threshold: float = 0.5  # on the training-free baseline's cosine
     support_cache_size: int = 32     # supports whose backbone features are kept
 
+    def __post_init__(self):
+        if self.fusion != "gated":
+            raise ValueError(f"fusion {self.fusion!r}: this version has only the 'gated' head (run 5's older 'mean' "
+                             "fusion head is gone)")
+
     @classmethod
     def from_dict(cls, saved):
         """The config of a saved config.json. Unknown keys are refused, and so is run 5's kind of head (its config
         has no `fusion` setting), whose weights this version cannot take."""
-        if saved.get("fusion", "mean") != "gated":
+        if "fusion" not in saved:
             raise ValueError("this config.json is of a model with the older 'mean' fusion head (fss-demo run 5, before "
                              "model v2): this version's head cannot take its weights")
         fields = {f.name for f in dataclasses.fields(cls)}
@@ -443,8 +448,6 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.config = config or ModelConfig()
         self.backbone = build_backbone(self.config.backbone)
         channels = backbone_spec(self.config.backbone).level_channels
-        if self.config.fusion != "gated":
-            raise ValueError(f"unknown fusion {self.config.fusion!r}: this version has only the 'gated' head")
         self.head = FusionHead(channels, self.config)
         self._support_cache = OrderedDict()
         self.eval()
