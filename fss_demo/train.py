@@ -24,6 +24,7 @@ from .datasets import EpisodeMix, EpisodeSampler, collate, open_dataset, trainin
 from .backbone import build_backbone
 from .corruptions import corrupt_randomly
 from .features import DEFAULT_CACHE, FeatureCache
+from .hub import load_model
 from .model import FewShotSegmenter, ModelConfig, default_device
 
 
@@ -176,8 +177,6 @@ def main(argv=None):
                                  input_size=args.input_size)
     model = FewShotSegmenter(config)
     if args.init_from:
-        from .hub import load_model
-
         model.head.load_state_dict(load_model(args.init_from, device="cpu").head.state_dict())
     if not args.no_pretrained:
         model.backbone = build_backbone(config.backbone, imagenet=True)
