@@ -248,7 +248,7 @@ def pearson(a, b):
     return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
 
 
-AGREEMENT_FEATURES = 12
+AGREEMENT_FEATURES = 10
 
 
 def agreement(support, mask, memory, query_similarity, remembered_similarity):
@@ -257,24 +257,16 @@ def agreement(support, mask, memory, query_similarity, remembered_similarity):
     At stride 8+16 and at stride 32: the cosine of the new support's object and background prototypes to the
     remembered object prototype, and the remembered prototype's mean similarity on the new support's own picture
     inside and outside its mask (a mask moved off the object, or over-painted, puts the object outside or the
-    background inside). At stride 8+16 also, pixel by pixel, the share of the mask that the memory calls background
-    (darker than the outside's mean: the band a big brush adds) and the share of the outside it calls object
-    (brighter than the inside's mean: the object a small patch leaves out); means alone blur both. Then the
-    share of the picture the mask covers (log), and the correlation, over the query, of the new support's
-    similarity map with the remembered one (another class lights up other pixels)."""
+    background inside); the share of the picture the mask covers (log); and the correlation, over the query, of
+    the new support's similarity map with the remembered one (another class lights up other pixels)."""
     features = [prototype_features(support), support[2]]
     stats = []
-    for index, (level, remembered) in enumerate(zip(features, memory.prototypes())):
+    for level, remembered in zip(features, memory.prototypes()):
         m = resize_mask(mask, level)
         stats += [F.cosine_similarity(masked_average(level, m), remembered, dim=1),
                   F.cosine_similarity(masked_average(level, 1 - m), remembered, dim=1)]
         similarity = cosine_map(level, remembered)
-        inside, outside = masked_average(similarity, m), masked_average(similarity, 1 - m)
-        stats += [inside[:, 0], outside[:, 0]]
-        if index == 0:  # stride 8+16
-            middle = ((inside + outside) / 2)[:, :, None, None]  # nearer the outside's mean: background
-            stats += [masked_average((similarity < middle).float(), m)[:, 0],
-                      masked_average((similarity > middle).float(), 1 - m)[:, 0]]
+        stats += [masked_average(similarity, m)[:, 0], masked_average(similarity, 1 - m)[:, 0]]
     stats.append(mask.mean((1, 2, 3)).clamp_min(1e-4).log() / 5)
     stats.append(pearson(query_similarity, remembered_similarity))
     return torch.stack(stats, 1)

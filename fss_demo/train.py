@@ -144,10 +144,6 @@ def main(argv=None):
     parser.add_argument("--dice-weight", type=float, default=0.0, help="weight of a per-episode soft-IoU term")
     parser.add_argument("--balance", choices=["sets", "classes"], default="classes",
                         help="draw a data set uniformly, then a class (sets), or a class from the union (classes)")
-    parser.add_argument("--one-shot-share", type=float, default=0.5,
-                        help="share of the steps that train on 1-shot episodes (the first support of each) instead "
-                             "of --shots: a fifth of the cost, so more episodes fit in the hour, and the 1-shot "
-                             "answer is where every user starts (run 9 in NOTES.md)")
     parser.add_argument("--corrupt-probability", type=float, default=0.4,
                         help="share of episodes in which one support at a step >= 2 is replaced by a bad one (mask "
                              "off the object, over-painted, another class, a small patch): the gates learn to keep "
@@ -200,9 +196,7 @@ def main(argv=None):
             parameter.requires_grad_(name.startswith(args.train_only))
         if not any(p.requires_grad for p in head.parameters()):
             parser.error(f"--train-only {args.train_only}: no parameter of the head starts with it")
-    # In a 1-shot step the admission gate has nothing to decide, so its parameters get no gradient.
-    trained = head if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        head, find_unused_parameters=args.one_shot_share > 0)
+    trained = head if world == 1 else torch.nn.parallel.DistributedDataParallel(head)
     trainable = [p for p in head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.05)
@@ -220,8 +214,6 @@ def main(argv=None):
             print(f"resuming at iteration {start}")
     # The same episodes for the same seed and resume point; each process its own.
     episode_rng = lambda iteration: np.random.default_rng([args.seed, iteration] + ([rank] if world > 1 else []))
-    # Whether a step trains on 1-shot episodes: the same in every process (DDP needs one graph), from its own stream.
-    one_shot_batch = lambda iteration: np.random.default_rng([args.seed, iteration, 1]).random() < args.one_shot_share
     rng = episode_rng(start)
 
     head.train()
@@ -232,8 +224,6 @@ def main(argv=None):
     with open(os.path.join(args.out, "log.csv") if rank == 0 else os.devnull, "a") as log:
         for iteration in progress:
             (query, supports, masks, target), class_keys = data.batch(rng, args.batch, device)
-            if one_shot_batch(iteration):
-                supports, masks = supports[:1], masks[:1]
             corrupted = corrupt_randomly(supports, masks, class_keys, rng, args.corrupt_probability)
             steps, _, _, admissions = trained(query, supports, masks, one_shot=False)
             losses = step_losses(steps, target, (args.loss_size, args.loss_size), args.dice_weight)

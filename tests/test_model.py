@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fss_demo.model import ConvLSTMCell
 
@@ -179,31 +178,3 @@ def test_leave_one_out_runs_the_head_without_each_support(tiny_model, square_epi
     without_first = tiny_model.segment(query, supports[1:])
     np.testing.assert_allclose(answers[0], without_first.probabilities[-1], atol=1e-6)
     assert tiny_model.leave_one_out(query, supports[:1]) == [None]
-
-
-def test_the_gate_sees_a_big_brush_and_a_small_patch_pixel_by_pixel():
-    """agreement()'s fine statistics: the share of the mask the memory calls background grows with over-painting,
-    the share of the outside it calls object grows when only a patch of the object is marked."""
-    from fss_demo.corruptions import dilate
-    from fss_demo.model import EvidenceMemory, agreement, support_prototypes
-
-    object_vector, background_vector = torch.tensor([1.0, 0, 0, 0]), torch.tensor([0, 1.0, 0, 0])
-    truth = torch.zeros(1, 1, 64, 64)
-    truth[..., 16:48, 16:48] = 1
-    torch.manual_seed(0)
-    support = [torch.where(F.interpolate(truth, size=side) > 0.5, object_vector[:, None, None],
-                           background_vector[:, None, None]) + 0.1 * torch.rand(1, 4, side, side)
-               for side in (16, 8, 4)]
-    memory = EvidenceMemory(torch.zeros(1, 1, 8, 8)).add(torch.zeros(1, 1, 8, 8), torch.ones(1, 1, 8, 8),
-                                                         support_prototypes(support, truth), torch.ones(1, 1))
-    patch = torch.zeros_like(truth)
-    patch[..., 28:36, 28:36] = 1
-
-    def fine_stats(mask):
-        stats = agreement(support, mask, memory, torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))[0]
-        return float(stats[4]), float(stats[5])  # dark share inside, bright share outside
-
-    clean, painted, patched = fine_stats(truth), fine_stats(dilate(truth, 8)), fine_stats(patch)
-    assert clean == (0.0, 0.0)
-    assert painted[0] > 0.5 and painted[1] == 0.0  # the band is 5/9 of the painted mask
-    assert patched[0] == 0.0 and patched[1] > 0.2  # the object left out is 60/252 of the outside

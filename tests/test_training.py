@@ -94,24 +94,3 @@ def test_fixed_shares_of_episodes_per_set(labelmap_root):
     assert abs(drawn[2] - 0.3) < 0.03 and abs(drawn[0] - 0.35) < 0.03
     with pytest.raises(ValueError, match="leave room"):
         EpisodeMix(samplers, shares={0: 0.6, 1: 0.5})
-
-
-def test_one_shot_steps_feed_the_head_only_the_first_support(labelmap_root, tmp_path, monkeypatch):
-    """--one-shot-share: that share of the steps trains on 1-shot episodes, the rest on --shots; 0 and 1 are all
-    of one kind."""
-    from fss_demo.model import FusionHead
-
-    seen = []
-    forward = FusionHead.forward
-
-    def counting(self, query, supports, masks, **kwargs):
-        seen.append(len(supports))
-        return forward(self, query, supports, masks, **kwargs)
-
-    monkeypatch.setattr(FusionHead, "forward", counting)
-    common = ["--data", labelmap_root, "--cache", str(tmp_path / "cache"), "--input-size", "64", "--width", "16",
-              "--hidden", "16", "--batch", "2", "--shots", "3", "--iterations", "8", "--no-pretrained"]
-    for share, expected in (("0", {3}), ("1", {1}), ("0.5", {1, 3})):
-        seen.clear()
-        train.main(common + ["--out", str(tmp_path / share), "--one-shot-share", share])
-        assert len(seen) == 8 and set(seen) == expected, (share, seen)
