@@ -1,12 +1,12 @@
 """Latency of `segment` on a 2-core CPU, beside the bare backbone forward measured in the same run.
 
-    python -m fss_demo.bench [--weights DIR] [--repeats 15]
+    python -m fss_demo.bench [--weights DIR] [--repeats 15] [--size 416]
 
-Prints median milliseconds at the network's input side (320x320 unless --size gives another): one bare backbone
-pass; `segment` at 1 and 5 shots with new supports every call (cold: every image goes through the backbone) and
-with the same supports and a new query (warm: support features come from the cache, as in the app when only the
-query changes). The five
-measurements take turns within each repeat, so a busy spell of the machine slows them alike.
+Prints median milliseconds at the network's input side (the trained one, 320x320, unless --size gives another):
+one bare backbone pass; `segment` at 1 and 5 shots with new supports every call (cold: every image goes through
+the backbone) and with the same supports and a new query (warm: support features come from the cache, as in the
+app when only the query changes). The five measurements take turns within each repeat, so a busy spell of the
+machine slows them alike.
 """
 import argparse
 import dataclasses
