@@ -81,7 +81,13 @@ def masked_average(features, mask):
 
 def cosine_map(features, vector):
     """Cosine similarity of every pixel of (N, C, h, w) to a vector (N, C) -> (N, 1, h, w)."""
-    return (F.normalize(features, dim=1) * F.normalize(vector, dim=1)[:, :, None, None]).sum(1, keepdim=True)
+    return unit_cosine_map(F.normalize(features, dim=1), vector)
+
+
+def unit_cosine_map(unit_features, vector):
+    """cosine_map of features already normalised per pixel: the query's maps are normalised once per episode,
+    not at every step and cue (that was a tenth of a training step)."""
+    return (unit_features * F.normalize(vector, dim=1)[:, :, None, None]).sum(1, keepdim=True)
 
 
 def resize_mask(mask, features):
@@ -89,24 +95,25 @@ def resize_mask(mask, features):
     return F.adaptive_avg_pool2d(mask, features.shape[-2:])
 
 
-def level_guidance(query, support, mask, with_prior=True, pool_support=False):
+def level_guidance(query_unit, support, mask, with_prior=True, pool_support=False):
     """Maps at one backbone level: cosine to the object prototype, cosine to the background prototype,
     and the prior (PFENet): each query pixel's best cosine to any support pixel on the object, min-max scaled.
+    query_unit: the query's map normalised per pixel (F.normalize(query, dim=1)).
     pool_support: match against 2x2-pooled support pixels (a quarter of the cost at stride 8; the query side,
     where small objects must be found, keeps its resolution)."""
     object_prototype = masked_average(support, mask)
     background_prototype = masked_average(support, 1 - mask)
-    cosines = [cosine_map(query, object_prototype), cosine_map(query, background_prototype)]
+    cosines = [unit_cosine_map(query_unit, object_prototype), unit_cosine_map(query_unit, background_prototype)]
     if not with_prior:
         return torch.cat(cosines, 1)
     if pool_support:
         support, mask = F.avg_pool2d(support, 2, ceil_mode=True), F.avg_pool2d(mask, 2, ceil_mode=True)
-    pixel_match = torch.einsum("ncq,ncs->nqs", F.normalize(query, dim=1).flatten(2), F.normalize(support, dim=1).flatten(2))
+    pixel_match = torch.einsum("ncq,ncs->nqs", query_unit.flatten(2), F.normalize(support, dim=1).flatten(2))
     weights = mask.flatten(2)
     on_object = weights >= 0.5 * weights.amax(-1, keepdim=True).clamp_min(1e-6)  # robust to tiny masks
     prior = pixel_match.masked_fill(~on_object, -1.0).amax(-1)
     low, high = prior.amin(-1, keepdim=True), prior.amax(-1, keepdim=True)
-    prior = ((prior - low) / (high - low).clamp_min(1e-6)).view_as(query[:, :1])
+    prior = ((prior - low) / (high - low).clamp_min(1e-6)).view_as(query_unit[:, :1])
     return torch.cat(cosines + [prior], 1)
 
 
@@ -318,48 +325,50 @@ class FusionHead(nn.Module):
         self.similarity_scale = nn.Parameter(torch.tensor(10.0))
         self.similarity_offset = nn.Parameter(torch.tensor(0.5))
 
-    def evidence(self, query, query_prototype_features, support, mask):
+    def evidence(self, query_units, query_prototype_units, support, mask):
         """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, then the cosine to
-        its object prototype (the training-free cue). Also the support's masks at each level."""
+        its object prototype (the training-free cue). Also the support's masks at each level. The query's maps
+        come normalised per pixel (see forward)."""
         masks = [resize_mask(mask, level) for level in support]
         guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels, pool_support=level == 0)
-                    for level, (q, s, m) in enumerate(zip(query, support, masks))]
-        size8 = query[0].shape[-2:]
+                    for level, (q, s, m) in enumerate(zip(query_units, support, masks))]
+        size8 = query_units[0].shape[-2:]
         guidance = [F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
                     else g for g in guidance]
-        similarity = cosine_map(query_prototype_features, object_prototype(support, mask))
+        similarity = unit_cosine_map(query_prototype_units, object_prototype(support, mask))
         return torch.cat(guidance + [similarity], 1), masks
 
-    def lstm_input(self, query, support, masks, evidence):
-        """The ConvLSTM's input at stride 16: multi-context guiding of the query by the support and its evidence."""
-        branch = [self.feature_dropout(self.query_proj[level](q)) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
-                  for level, (q, s, m) in enumerate(zip(query, support, masks))]
+    def lstm_input(self, query_projections, support, masks, evidence):
+        """The ConvLSTM's input at stride 16: multi-context guiding of the query (its maps projected by query_proj)
+        by the support and its evidence."""
+        branch = [self.feature_dropout(q) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
+                  for level, (q, s, m) in enumerate(zip(query_projections, support, masks))]
         x = self.down(branch[0] + self.guide_proj(evidence))
         for extra in branch[1:]:
             x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.to_lstm(self.attention(self.mix(x)))
 
-    def decode(self, hidden, memory, query_prototype_features):
+    def decode(self, hidden, memory, query_prototype_units):
         mean = memory.mean()
         guidance = mean[:, :-1]
         if self.max_guidance:
             guidance = torch.cat([guidance, memory.maximum[:, :-1]], 1)
-        similarity = cosine_map(query_prototype_features, memory.prototypes()[0])
+        similarity = unit_cosine_map(query_prototype_units, memory.prototypes()[0])
         up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction
 
-    def admit(self, support, mask, evidence, memory, query_prototype_features):
+    def admit(self, support, mask, evidence, memory, query_prototype_units):
         """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
         if memory is None:
             return evidence.new_ones(evidence.shape[0], 1, 1, 1)
-        remembered = cosine_map(query_prototype_features, memory.prototypes()[0])
+        remembered = unit_cosine_map(query_prototype_units, memory.prototypes()[0])
         return self.support_gate(agreement(support, mask, memory, evidence[:, -1:], remembered))
 
-    def step(self, x, support, mask, evidence, state, memory, query_prototype_features, open_gate=False):
+    def step(self, x, support, mask, evidence, state, memory, query_prototype_units, open_gate=False):
         """One support into the ConvLSTM: (new state, new memory, gates incl. the admission). open_gate forces the
         input gate to 1 (admission included)."""
-        admission = self.admit(support, mask, evidence, memory, query_prototype_features)
+        admission = self.admit(support, mask, evidence, memory, query_prototype_units)
         state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), admission=admission,
                                  open_input_gate=open_gate)
         gates["admission"] = torch.ones_like(admission) if open_gate else admission
@@ -378,20 +387,23 @@ class FusionHead(nn.Module):
         own 1-shot logits (the same, or [] unless one_shot), per step the gate traces ([] unless trace) and the
         admission gate's values (K tensors (N, 1, 1, 1), with gradients).
         """
-        query_prototype_features = prototype_features(query)
+        # The query is the same at every step: its maps are normalised (for the cosine cues) and projected once.
+        query_units = [F.normalize(level, dim=1) for level in query]
+        query_prototype_units = F.normalize(prototype_features(query), dim=1)
+        query_projections = [project(level) for project, level in zip(self.query_proj, query)]
         state, memory, output = None, None, HeadOutput([], [], [], [])
         for k, (support, mask) in enumerate(zip(supports, masks), start=1):
-            evidence, level_masks = self.evidence(query, query_prototype_features, support, mask)
-            x = self.lstm_input(query, support, level_masks, evidence)
-            state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_features,
+            evidence, level_masks = self.evidence(query_units, query_prototype_units, support, mask)
+            x = self.lstm_input(query_projections, support, level_masks, evidence)
+            state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_units,
                                              open_gate=k in open_gate_at)
-            output.steps.append(self.decode(state[0], memory, query_prototype_features))
+            output.steps.append(self.decode(state[0], memory, query_prototype_units))
             output.admissions.append(gates["admission"])
             if one_shot and k == 1:  # step 1 already is the first support alone
                 output.one_shots.append(output.steps[0])
             elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
-                alone, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_features)
-                output.one_shots.append(self.decode(alone[0], alone_memory, query_prototype_features))
+                alone, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_units)
+                output.one_shots.append(self.decode(alone[0], alone_memory, query_prototype_units))
             if trace:
                 output.traces.append({name: value.detach() for name, value in gates.items()})
         return output
