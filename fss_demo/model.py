@@ -38,6 +38,8 @@ class ModelConfig:
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
+    lstm_input_kernel: int = 3       # the ConvLSTM's kernel on its input (on its state it is 3): 1 costs 40% of its
+                                     # multiply-adds less; the input has already been through a 3x3 (`mix`)
     prior_levels: tuple = (1, 2)     # backbone levels (0, 1, 2 = stride 8, 16, 32) with a PFENet prior map
     max_guidance: bool = True        # the decoder also sees the maximum of the supports' guidance maps (run 5)
     fusion: str = "gated"            # the head: support evidence reaches the decoder only through the gates (model
@@ -76,7 +78,8 @@ class ModelConfig:
 
 def masked_average(features, mask):
     """(N, C, h, w), (N, 1, h, w) -> (N, C): the mean feature under a soft mask."""
-    return (features * mask).sum((2, 3)) / mask.sum((2, 3)).clamp_min(1e-6)
+    # einsum: a batched matrix product, without the (N, C, h, w) product in memory
+    return torch.einsum("nchw,nhw->nc", features, mask[:, 0]) / mask.sum((2, 3)).clamp_min(1e-6)
 
 
 def cosine_map(features, vector):
@@ -87,7 +90,7 @@ def cosine_map(features, vector):
 def unit_cosine_map(unit_features, vector):
     """cosine_map of features already normalised per pixel: the query's maps are normalised once per episode,
     not at every step and cue (that was a tenth of a training step)."""
-    return (unit_features * F.normalize(vector, dim=1)[:, :, None, None]).sum(1, keepdim=True)
+    return torch.einsum("nchw,nc->nhw", unit_features, F.normalize(vector, dim=1))[:, None]
 
 
 def resize_mask(mask, features):
@@ -143,12 +146,19 @@ def prototype_baseline(query, supports, masks):
 
 
 class ConvLSTMCell(nn.Module):
-    """ConvLSTM with per-channel peepholes (any input size works), group-norm on gates and cell, forget bias 1."""
+    """ConvLSTM with per-channel peepholes (any input size works), group-norm on gates and cell, forget bias 1.
+    input_kernel_size: its kernel on the input; when it differs from kernel_size (the state's), the gates come from
+    two convolutions (`input_gates`, `hidden_gates`) instead of one over input and state together (`gates`)."""
 
-    def __init__(self, in_channels, hidden, kernel_size=3):
+    def __init__(self, in_channels, hidden, kernel_size=3, input_kernel_size=3):
         super().__init__()
         self.hidden = hidden
-        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
+        if input_kernel_size == kernel_size:  # one convolution over input and state together
+            self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
+        else:
+            self.input_gates = nn.Conv2d(in_channels, 4 * hidden, input_kernel_size, padding=input_kernel_size // 2,
+                                         bias=False)
+            self.hidden_gates = nn.Conv2d(hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
         self.gate_norm = nn.GroupNorm(4, 4 * hidden)  # one group per gate
         self.cell_norm = nn.GroupNorm(1, hidden)
         self.peephole = nn.Parameter(torch.zeros(3, hidden, 1, 1))  # input, forget, output
@@ -164,7 +174,8 @@ class ConvLSTMCell(nn.Module):
         scales the input gate, and a support it keeps out (0) neither writes nor forgets, so the state stays as it
         was. open_input_gate: an ablation, the input gate forced to 1 whatever was decided."""
         h, c = state
-        zi, zf, zo, zg = self.gate_norm(self.gates(torch.cat([x, h], 1))).chunk(4, 1)
+        z = self.gates(torch.cat([x, h], 1)) if hasattr(self, "gates") else self.input_gates(x) + self.hidden_gates(h)
+        zi, zf, zo, zg = self.gate_norm(z).chunk(4, 1)
         i = torch.sigmoid(zi + self.peephole[0] * c)
         f = torch.sigmoid(zf + self.peephole[1] * c)
         if open_input_gate:
@@ -220,6 +231,7 @@ class EvidenceMemory:
         self.maximum = None
         self.prototype_totals = None  # [stride 8+16, stride 32], each (N, C)
         self.prototype_weight = evidence.new_zeros(evidence.shape[0], 1)
+        self._query_similarity = None
 
     def add(self, evidence, weight, prototypes=None, prototype_weight=None):
         """weight: (N, 1, h, w) in [0, 1], the input gate's channel mean at each pixel; prototypes: the support's
@@ -233,6 +245,7 @@ class EvidenceMemory:
             self.prototype_totals = weighted if self.prototype_totals is None else [
                 total + w for total, w in zip(self.prototype_totals, weighted)]
             self.prototype_weight = self.prototype_weight + prototype_weight
+        self._query_similarity = None
         return self
 
     def mean(self):
@@ -241,6 +254,13 @@ class EvidenceMemory:
     def prototypes(self):
         """The gated mean object prototypes [stride 8+16, stride 32] of the supports so far."""
         return [total / self.prototype_weight.clamp_min(1e-3) for total in self.prototype_totals]
+
+    def query_similarity(self, query_prototype_units):
+        """The query's cosine to the gated mean object prototype (stride 8+16): the decoder reads it after step k
+        and the admission gate at step k + 1, so it is computed once per step."""
+        if self._query_similarity is None:
+            self._query_similarity = unit_cosine_map(query_prototype_units, self.prototypes()[0])
+        return self._query_similarity
 
 
 def support_prototypes(support, mask):
@@ -272,8 +292,10 @@ def agreement(support, mask, memory, query_similarity, remembered_similarity):
         m = resize_mask(mask, level)
         stats += [F.cosine_similarity(masked_average(level, m), remembered, dim=1),
                   F.cosine_similarity(masked_average(level, 1 - m), remembered, dim=1)]
-        similarity = cosine_map(level, remembered)
-        stats += [masked_average(similarity, m)[:, 0], masked_average(similarity, 1 - m)[:, 0]]
+        # the mean over a mask of the picture's cosine map to `remembered`, taken as the masked mean of its unit
+        # features dotted with the unit prototype: the same number, without a map that gradients must cross
+        unit, direction = F.normalize(level, dim=1), F.normalize(remembered, dim=1)
+        stats += [(masked_average(unit, m) * direction).sum(1), (masked_average(unit, 1 - m) * direction).sum(1)]
     stats.append(mask.mean((1, 2, 3)).clamp_min(1e-4).log() / 5)
     stats.append(pearson(query_similarity, remembered_similarity))
     return torch.stack(stats, 1)
@@ -316,7 +338,7 @@ class FusionHead(nn.Module):
         self.attention = ResidualSpatialAttention(width)
         self.to_lstm = nn.Conv2d(width, width, 1)
         self.support_gate = SupportGate()
-        self.lstm = ConvLSTMCell(width, hidden)
+        self.lstm = ConvLSTMCell(width, hidden, input_kernel_size=config.lstm_input_kernel)
         self.decoder = nn.Sequential(
             nn.Conv2d(hidden + (evidence - 1) * (2 if self.max_guidance else 1), 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 1, 1))
@@ -353,7 +375,7 @@ class FusionHead(nn.Module):
         guidance = mean[:, :-1]
         if self.max_guidance:
             guidance = torch.cat([guidance, memory.maximum[:, :-1]], 1)
-        similarity = unit_cosine_map(query_prototype_units, memory.prototypes()[0])
+        similarity = memory.query_similarity(query_prototype_units)
         up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction
@@ -362,7 +384,7 @@ class FusionHead(nn.Module):
         """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
         if memory is None:
             return evidence.new_ones(evidence.shape[0], 1, 1, 1)
-        remembered = unit_cosine_map(query_prototype_units, memory.prototypes()[0])
+        remembered = memory.query_similarity(query_prototype_units)
         return self.support_gate(agreement(support, mask, memory, evidence[:, -1:], remembered))
 
     def step(self, x, support, mask, evidence, state, memory, query_prototype_units, open_gate=False):

@@ -128,6 +128,8 @@ def main(argv=None):
     parser.add_argument("--backbone", default=defaults.backbone)
     parser.add_argument("--width", type=int, default=defaults.width)
     parser.add_argument("--hidden", type=int, default=defaults.hidden)
+    parser.add_argument("--lstm-input-kernel", type=int, default=defaults.lstm_input_kernel,
+                        help="the ConvLSTM's kernel on its input (3 or 1; on its state it is always 3)")
     parser.add_argument("--prior-levels", nargs="+", type=int, default=list(defaults.prior_levels),
                         help="backbone levels (0, 1, 2 = stride 8, 16, 32) that get a PFENet prior map")
     parser.add_argument("--max-guidance", action=argparse.BooleanOptionalAction, default=defaults.max_guidance,
@@ -172,7 +174,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     rank, world, device = start_processes(args.device or default_device())
     torch.manual_seed(args.seed)  # the same initial head in every process
-    config = dataclasses.replace(defaults, backbone=args.backbone, width=args.width, hidden=args.hidden,
+    config = dataclasses.replace(defaults, backbone=args.backbone, width=args.width, hidden=args.hidden, lstm_input_kernel=args.lstm_input_kernel,
                                  prior_levels=tuple(args.prior_levels), max_guidance=args.max_guidance,
                                  input_size=args.input_size)
     model = FewShotSegmenter(config)

@@ -64,18 +64,20 @@ def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
     assert len(tiny_model.segment(query, [(image, small_mask)]).masks) == 1
 
 
-@pytest.mark.parametrize("backbone, prior_levels, max_guidance", [("efficientnet_lite0", (0, 1, 2), True),
-                                                                  ("mobilenet_v2", (2,), False)])
-def test_architecture_options_are_saved_with_the_model(backbone, prior_levels, max_guidance, square_episode, tmp_path):
+@pytest.mark.parametrize("backbone, prior_levels, max_guidance, lstm_input_kernel",
+                         [("efficientnet_lite0", (0, 1, 2), True, 3), ("mobilenet_v2", (2,), False, 1)])
+def test_architecture_options_are_saved_with_the_model(backbone, prior_levels, max_guidance, lstm_input_kernel,
+                                                       square_episode, tmp_path):
     from fss_demo import FewShotSegmenter, ModelConfig
 
     (query, _), supports = square_episode
     torch.manual_seed(0)
     model = FewShotSegmenter(ModelConfig(backbone=backbone, prior_levels=prior_levels, max_guidance=max_guidance,
-                                         input_size=64, width=16, hidden=16))
+                                         lstm_input_kernel=lstm_input_kernel, input_size=64, width=16, hidden=16))
     model.save_pretrained(tmp_path)
     loaded = FewShotSegmenter.from_pretrained(tmp_path)
     assert loaded.head.prior_levels == prior_levels and loaded.head.max_guidance == max_guidance
+    assert hasattr(loaded.head.lstm, "input_gates") == (lstm_input_kernel != 3)
     assert type(loaded.backbone) is type(model.backbone)
     np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1], model.segment(query, supports).probabilities[-1])
 
@@ -178,3 +180,25 @@ def test_leave_one_out_runs_the_head_without_each_support(tiny_model, square_epi
     without_first = tiny_model.segment(query, supports[1:])
     np.testing.assert_allclose(answers[0], without_first.probabilities[-1], atol=1e-6)
     assert tiny_model.leave_one_out(query, supports[:1]) == [None]
+
+
+def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
+    """The admission gate's in-mask and out-of-mask similarity statistics are the means, over the support's mask and
+    its outside, of the support picture's cosine map to the remembered prototype (computed without the map)."""
+    from fss_demo.model import (EvidenceMemory, agreement, cosine_map, masked_average, prototype_features,
+                                resize_mask, support_prototypes)
+
+    torch.manual_seed(0)
+    levels = lambda: [torch.rand(2, 4, 8, 8), torch.rand(2, 6, 4, 4), torch.rand(2, 5, 2, 2)]
+    mask_of = lambda: (torch.rand(2, 1, 32, 32) > 0.5).float()
+    first, first_mask, support, mask = levels(), mask_of(), levels(), mask_of()
+    evidence = torch.rand(2, 3, 8, 8)
+    memory = EvidenceMemory(evidence).add(evidence, torch.ones(2, 1, 8, 8), support_prototypes(first, first_mask),
+                                          torch.ones(2, 1))
+    stats = agreement(support, mask, memory, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
+    # per level: cosine of the object and background prototypes, then the similarity map's mean inside and outside
+    for column, level, remembered in [(2, prototype_features(support), memory.prototypes()[0]),
+                                      (6, support[2], memory.prototypes()[1])]:
+        inside, similarity = resize_mask(mask, level), cosine_map(level, remembered)
+        torch.testing.assert_close(stats[:, column], masked_average(similarity, inside)[:, 0])
+        torch.testing.assert_close(stats[:, column + 1], masked_average(similarity, 1 - inside)[:, 0])
