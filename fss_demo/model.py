@@ -38,8 +38,8 @@ class ModelConfig:
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
-    lstm_input_kernel: int = 3       # the ConvLSTM's kernel on its input (on its state it is 3): 1 costs 40% of its
-                                     # multiply-adds less; the input has already been through a 3x3 (`mix`)
+    lstm_input_kernel: int = 3       # the ConvLSTM's kernel on its input (on its state always 3); 1 saves 40% of
+                                     # the cell's multiply-adds (run 14 in NOTES.md, not kept)
     prior_levels: tuple = (1, 2)     # backbone levels (0, 1, 2 = stride 8, 16, 32) with a PFENet prior map
     max_guidance: bool = True        # the decoder also sees the maximum of the supports' guidance maps (run 5)
     fusion: str = "gated"            # the head: support evidence reaches the decoder only through the gates (model
@@ -153,6 +153,7 @@ class ConvLSTMCell(nn.Module):
     def __init__(self, in_channels, hidden, kernel_size=3, input_kernel_size=3):
         super().__init__()
         self.hidden = hidden
+        self.gates = self.input_gates = self.hidden_gates = None
         if input_kernel_size == kernel_size:  # one convolution over input and state together
             self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
         else:
@@ -174,7 +175,7 @@ class ConvLSTMCell(nn.Module):
         scales the input gate, and a support it keeps out (0) neither writes nor forgets, so the state stays as it
         was. open_input_gate: an ablation, the input gate forced to 1 whatever was decided."""
         h, c = state
-        z = self.gates(torch.cat([x, h], 1)) if hasattr(self, "gates") else self.input_gates(x) + self.hidden_gates(h)
+        z = self.gates(torch.cat([x, h], 1)) if self.gates is not None else self.input_gates(x) + self.hidden_gates(h)
         zi, zf, zo, zg = self.gate_norm(z).chunk(4, 1)
         i = torch.sigmoid(zi + self.peephole[0] * c)
         f = torch.sigmoid(zf + self.peephole[1] * c)
