@@ -41,6 +41,23 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
     assert fss_demo.load_model(str(out / "model")).threshold == summary["thresholds"]["convlstm"]
 
 
+def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_root, tmp_path):
+    """--bf16 runs the forward pass in bfloat16 (the first loss moves a little off float32's), while the saved
+    model, its optimizer and the losses stay float32."""
+    first_losses = {}
+    for name, extra in (("fp32", []), ("bf16", ["--bf16"])):
+        out = tmp_path / name
+        torch.manual_seed(0)
+        train.main(["--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"), "--input-size", "64",
+                    "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained",
+                    "--iterations", "2"] + extra)
+        first_losses[name] = float((out / "log.csv").read_text().splitlines()[0].split(",")[1])
+        model = fss_demo.load_model(str(out / "model"))
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert first_losses["bf16"] != first_losses["fp32"]
+    assert abs(first_losses["bf16"] - first_losses["fp32"]) < 0.02 * first_losses["fp32"]
+
+
 def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
     """torchrun with two CPU processes (gloo): both train, and their heads end identical (train.py checks every
     parameter across processes and fails otherwise); rank 0 alone writes the model."""
