@@ -43,7 +43,7 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
 
 def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_root, tmp_path):
     """--bf16 runs the forward pass in bfloat16 (the first loss moves a little off float32's), while the saved
-    model, its optimizer and the losses stay float32."""
+    model stays float32."""
     first_losses = {}
     for name, extra in (("fp32", []), ("bf16", ["--bf16"])):
         out = tmp_path / name
