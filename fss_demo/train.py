@@ -1,7 +1,9 @@
 """Episodic training of the head on cached backbone features.
 
     python -m fss_demo.train --data ../shared/data/ccp ../shared/data/camvid ../shared/data/caltech_pseudo \
-        --out runs/main --iterations 3000
+        --out runs/main --iterations 2400 --bf16 --dice-weight 1.0
+
+(the bundled weights' full recipe, with the composites, is in the README's "Train and evaluate").
 
 Seeded and resumable: re-running the same command continues from `<out>/checkpoint.pt`.
 The trained model is written to `<out>/model` (config.json + model.safetensors).
