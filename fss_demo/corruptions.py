@@ -63,12 +63,18 @@ def small_patches(mask, share=0.06):
     return torch.stack(patches)[:, None].to(mask.device)
 
 
+def collection(class_key):
+    """The collection part of a "collection/class" key (None for other keys: all of one collection)."""
+    return class_key.split("/")[0] if isinstance(class_key, str) and "/" in class_key else None
+
+
 def corrupt(kind, supports, masks, step, rows, class_keys, rng):
     """Replace support `step` (0-based) of the episodes `rows` of a batch by a bad one of `kind`, in place.
 
     supports: K lists of 3 level tensors (B, C, h, w); masks: K tensors (B, 1, H, W); class_keys: B hashable
     class keys, so that "other_class" takes another episode's support of a different class (if the batch has
-    none, the mask is moved off the object instead)."""
+    none, the mask is moved off the object instead). Keys "collection/class" (training's) prefer a donor of the
+    same collection: a user's wrong support is a shirt for trousers more often than a shirt for a car."""
     rows = list(rows)
     if not rows:
         return
@@ -77,6 +83,8 @@ def corrupt(kind, supports, masks, step, rows, class_keys, rng):
         donors = {}
         for row in rows:
             others = [j for j, key in enumerate(class_keys) if key != class_keys[row]]
+            related = [j for j in others if collection(class_keys[j]) == collection(class_keys[row])]
+            others = related or others
             if others:
                 donors[row] = others[rng.integers(len(others))]
         for row, donor in donors.items():

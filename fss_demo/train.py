@@ -48,10 +48,17 @@ class TrainingData:
         self.mix = EpisodeMix(samplers, balance, {names.index(name): share for name, share in (shares or {}).items()})
 
     def batch(self, rng, size, device="cpu"):
-        """`size` random episodes, batched (see datasets.collate), and each one's class as (data set, class id)."""
+        """`size` random episodes, batched (see datasets.collate), and each one's class key (`class_key`)."""
         drawn = [self.mix.draw(rng) for _ in range(size)]
         batch = collate([(self.datasets[i], self.caches[i], episode) for i, episode in drawn], device=device)
-        return batch, [(i, episode.class_id) for i, episode in drawn]
+        return batch, [class_key(self.datasets[i], episode.class_id) for i, episode in drawn]
+
+
+def class_key(dataset, class_id):
+    """"collection/class": the composites' "ccp/pants" is the same class as ccp's "pants", so a bad support of
+    "another class" is never the same object from the other set, and it can come from the same collection."""
+    name = dataset.class_names[class_id]
+    return name if "/" in name else f"{dataset.name}/{name}"
 
 
 # What the admission gate should learn from a corrupted support: keep it out (0); clean supports: let in (1). A kind

@@ -34,6 +34,30 @@ def test_other_class_takes_a_support_of_another_class():
     assert torch.equal(all_masks[0], mask) and (supports[0][0][0] == 0).all()  # step 1 untouched
 
 
+def test_another_class_comes_from_the_same_collection_when_the_batch_has_one():
+    mask = masks()
+    keys = ["ccp/pants", "camvid/car", "ccp/shirt"]
+    for seed in range(5):  # whatever the draw: episode 1 (a car) is of another collection, so never the donor
+        supports = [[torch.arange(3.0).view(3, 1, 1, 1).repeat(1, 2, 4, 4) for _ in range(3)] for _ in range(2)]
+        corruptions.corrupt("other_class", supports, [mask.clone(), mask.clone()], 1, [0], keys,
+                            np.random.default_rng(seed))
+        assert (supports[1][0][0] == 2).all()
+    supports = [[torch.arange(3.0).view(3, 1, 1, 1).repeat(1, 2, 4, 4) for _ in range(3)] for _ in range(2)]
+    corruptions.corrupt("other_class", supports, [mask.clone(), mask.clone()], 1, [1], keys, np.random.default_rng(0))
+    assert not (supports[1][1][0] == 1).all()  # no other street class: another collection's support instead
+
+
+def test_training_class_keys_name_the_same_class_alike_in_both_sets():
+    from fss_demo.train import class_key
+
+    class Named:
+        def __init__(self, name, classes):
+            self.name, self.class_names = name, dict(enumerate(classes, start=1))
+
+    assert class_key(Named("ccp", ["shirt", "pants"]), 2) == "ccp/pants"
+    assert class_key(Named("composites_train", ["ccp/pants", "camvid/car"]), 1) == "ccp/pants"
+
+
 def test_random_corruption_is_seeded_and_never_at_step_one():
     done = []
     for _ in range(2):
