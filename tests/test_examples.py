@@ -19,7 +19,7 @@ def test_the_admission_gate_lets_the_misplaced_support_in_far_less_and_an_ablati
     forced = bundled.segment(example.query, example.supports, open_gates=[2])
     after = lambda s, step: iou(s.masks[step - 1], example.truth)
     # Letting it in fully costs every later step, and the good supports after it do not make up for it: the gate is
-    # what kept it out. (Run 19 also lost 24 points at step 2 itself; run 20 loses nothing there, 1.7 at step 5.)
+    # what kept it out. (Step 2 itself is not asserted: some trained models already lose there, others do not.)
     assert all(after(forced, step) < after(seg, step) for step in (3, 4, 5))
     assert after(forced, 5) < after(seg, 5) - 0.01
     # the OR takes it in, and for good
