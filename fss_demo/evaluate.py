@@ -72,7 +72,8 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
     """5-shot episodes with support `step` replaced by a bad one of each kind (seeded), against the same episodes
     clean: class mIoU after every step for the ConvLSTM, the mean of 1-shot logits and the OR; the input gate's
     mean at the bad step over its mean at the other steps; and the ConvLSTM with its input gate forced open at
-    the bad step (if the gates do the filtering, that must cost accuracy)."""
+    the bad step (if the gates do the filtering, that must cost accuracy). Also the same episodes with support
+    `step` left out (`left_out`): what a perfect filter would give, the floor of a bad support's cost."""
     shots = 5
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
@@ -80,6 +81,7 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
     grid = [model.threshold]
     tallies = {variant: Tally({"convlstm": grid, "mean": grid, "or": grid, "forced_open": grid})
                for variant in ("clean",) + KINDS}
+    left_out = Tally({"convlstm": grid})
     gate_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
     admission_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
     chosen = sampler.episodes(episodes)
@@ -92,6 +94,16 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
             size = target.shape[-2:]
             up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0].cpu()
             target = target.cpu()
+            # A perfect filter: support `step` never seen. After step k the model has seen supports 1..k but that
+            # one, so its step-`step` answer is that of step - 1.
+            kept = [i for i in range(shots) if i != step - 1]
+            without = model.head(query, [clean_supports[i] for i in kept], [clean_masks[i] for i in kept],
+                                 one_shot=False).steps
+            without = without[:step - 1] + without[step - 2:]
+            for k in range(1, shots + 1):
+                score = torch.sigmoid(up(without[k - 1]))
+                for i, episode in enumerate(group):
+                    left_out.add("convlstm", k, episode.class_id, score[i], target[i])
             for variant in ("clean",) + KINDS:
                 supports = [[level.clone() for level in levels] for levels in clean_supports]
                 masks = [mask.clone() for mask in clean_masks]
@@ -118,6 +130,8 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
         result[variant]["input_gate_mean"] = [round(float(g), 4) for g in gates]
         result[variant]["input_gate_ratio"] = round(float(gates[step - 1] / others.mean()), 3)
         result[variant]["admission_mean"] = [round(float(a), 4) for a in admission_sums[variant] / len(chosen)]
+    result["left_out"] = {"convlstm": [round(float(left_out.scores("convlstm", k)[0][0]), 2)
+                                       for k in range(1, shots + 1)]}
     return result
 
 
@@ -137,6 +151,9 @@ def print_corruption_table(name, result, step=2):
         cells.append(f"{row['forced_open'][-1]:.1f} (cost {row['forced_open'][-1] - row['convlstm'][-1]:+.1f})")
         print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} | "
               f"{row['admission_mean'][step - 1]:.2f} |")
+    curve = result["left_out"]["convlstm"]
+    print(f"| support {step} left out (a perfect filter) | " + " ".join(f"{v:.1f}" for v in curve) +
+          f" (step 5: {curve[-1] - clean['convlstm'][-1]:+.1f}) | | | | | |")
 
 
 def report(tally, shots, thresholds):

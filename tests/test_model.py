@@ -163,6 +163,26 @@ def test_a_closed_admission_gate_repeats_the_previous_answer(tiny_model, square_
     np.testing.assert_allclose(seg.probabilities[1], seg.probabilities[0], atol=1e-6)
 
 
+def test_a_support_the_gate_keeps_out_is_as_if_it_had_been_left_out(tiny_model, square_episode, monkeypatch):
+    """Admission 0 at step 2 only: every later step, and so the final answer, is the answer without support 2.
+    So `evaluate --corrupt`'s "support 2 left out" row is what a perfect admission gate would give."""
+    (query, _), supports = square_episode
+    gate = tiny_model.head.support_gate
+    real, calls = gate.forward, []
+
+    def closed_at_step_two(stats):
+        calls.append(stats)
+        return torch.zeros(stats.shape[0], 1, 1, 1) if len(calls) == 1 else real(stats)
+
+    monkeypatch.setattr(gate, "forward", closed_at_step_two)
+    kept_out = tiny_model.segment(query, supports)
+    monkeypatch.undo()
+    assert kept_out.admissions[1] == 0.0 and 0 < kept_out.admissions[2] < 1
+    left_out = tiny_model.leave_one_out(query, supports)[1]
+    np.testing.assert_allclose(kept_out.probabilities[-1], left_out, atol=1e-6)
+    assert np.abs(tiny_model.segment(query, supports).probabilities[-1] - left_out).max() > 1e-4  # gate open: not
+
+
 def test_admissions_are_reported_and_the_first_support_is_always_let_in(tiny_model, square_episode):
     (query, _), supports = square_episode
     seg = tiny_model.segment(query, supports)

@@ -32,7 +32,9 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
             assert 0 <= scores[method][k]["class_miou"] <= 100 and 0 <= scores[method][k]["fb_iou"] <= 100
     assert (tmp_path / "plot.png").stat().st_size > 1000
     corruption = scores["corruption"]
-    assert set(corruption) == {"clean", "off_object", "over_painted", "other_class", "small_patch"}
+    assert set(corruption) == {"clean", "off_object", "over_painted", "other_class", "small_patch", "left_out"}
+    left_out = corruption.pop("left_out")["convlstm"]  # support 2 never seen: its step 2 is its step 1
+    assert len(left_out) == 5 and left_out[1] == left_out[0] == corruption["clean"]["convlstm"][0]
     for variant in corruption.values():
         assert all(len(variant[m]) == 5 and all(0 <= v <= 100 for v in variant[m])
                    for m in ("convlstm", "mean", "or", "forced_open"))
