@@ -73,7 +73,8 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
     clean: class mIoU after every step for the ConvLSTM, the mean of 1-shot logits and the OR; the input gate's
     mean at the bad step over its mean at the other steps; and the ConvLSTM with its input gate forced open at
     the bad step (if the gates do the filtering, that must cost accuracy). Also the same episodes with support
-    `step` left out (`left_out`): what a perfect filter would give, the floor of a bad support's cost."""
+    `step` left out (`left_out`): exactly what an admission gate at 0 gives, a perfect gate, so the least a bad
+    support can cost."""
     shots = 5
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
@@ -94,7 +95,7 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
             size = target.shape[-2:]
             up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0].cpu()
             target = target.cpu()
-            # A perfect filter: support `step` never seen. After step k the model has seen supports 1..k but that
+            # A perfect gate: support `step` never seen. After step k the model has seen supports 1..k but that
             # one, so its step-`step` answer is that of step - 1.
             kept = [i for i in range(shots) if i != step - 1]
             without = model.head(query, [clean_supports[i] for i in kept], [clean_masks[i] for i in kept],
@@ -152,7 +153,7 @@ def print_corruption_table(name, result, step=2):
         print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} | "
               f"{row['admission_mean'][step - 1]:.2f} |")
     curve = result["left_out"]["convlstm"]
-    print(f"| support {step} left out (a perfect filter) | " + " ".join(f"{v:.1f}" for v in curve) +
+    print(f"| support {step} left out (a perfect gate) | " + " ".join(f"{v:.1f}" for v in curve) +
           f" (step 5: {curve[-1] - clean['convlstm'][-1]:+.1f}) | | | | | |")
 
 
