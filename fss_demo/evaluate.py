@@ -28,7 +28,8 @@ from .features import DEFAULT_CACHE, FeatureCache
 from .corruptions import KINDS, corrupt
 from .hub import load_model
 from .metrics import Tally
-from .model import default_device, prototype_baseline
+from .head import prototype_baseline
+from .model import default_device
 
 METHODS = ("convlstm", "or", "mean", "prototype")
 # Candidate thresholds for every method: sigmoid outputs and the prototype baseline's cosine alike. The low end

@@ -11,8 +11,11 @@ from PIL import Image, ImageOps
 
 # Side the network sees (as in the paper); any photo is squashed to it and the prediction resized back.
 NETWORK_SIZE = 320
-# Larger inputs are first shrunk so their longer side is at most this, to bound memory and time.
+# Larger photos are worked on shrunk so their longer side is at most this, to bound memory and time; the model's
+# masks still come back at the photo's own size.
 MAX_SIDE = 2048
+# Each support adds a ConvLSTM step and, for the OR, a 1-shot pass (and its gate traces): the most taken at once.
+MAX_SUPPORTS = 10
 # A support mask covering more than this share of its image marks no object to tell apart from a background.
 WHOLE_IMAGE_SHARE = 0.995
 # A mask whose aspect ratio differs from its image's by more than this share is refused rather than stretched.
@@ -158,6 +161,11 @@ def load_image(source, what="image"):
     bool (0/255), float with finite values in [0, 1] (times 255) or other integers with values in 0..255.
     Anything else is refused with a ValueError starting with `what`.
     """
+    return load_image_with_size(source, what)[0]
+
+
+def load_image_with_size(source, what="image"):
+    """`load_image`, and the (H, W) of the picture before it was shrunk to MAX_SIDE (its own size, upright)."""
     image = _open(source, what)
     if isinstance(image, Image.Image):
         _check_size(image.height, image.width, what)
@@ -187,7 +195,7 @@ def load_image(source, what="image"):
             array = np.repeat(array, 3, axis=2)
         elif shape[2] == 4:  # as for PIL images: transparent parts onto white
             array = np.asarray(_flatten_alpha(Image.fromarray(np.ascontiguousarray(array), "RGBA")))
-    return fit(np.ascontiguousarray(array), MAX_SIDE)
+    return fit(np.ascontiguousarray(array), MAX_SIDE), tuple(array.shape[:2])
 
 
 def fit(array, side, enlarge=False):
@@ -203,14 +211,39 @@ def fit(array, side, enlarge=False):
     return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
 
 
-def support_mask_problem(mask):
-    """Why a bool support mask cannot be used (a sentence to finish "support N: ..."), or None if it can."""
+def resize_mask(mask, size):
+    """A bool mask (h, w) at `size` (H, W), nearest: a mask worked out on a shrunk photo, at the photo's own size."""
+    if mask.shape == tuple(size):
+        return mask
+    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(resized) > 127
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Supports: one checker, one wording, for the Python API, the page and the endpoint
+
+
+def check_support_count(count):
+    """Refuse no supports, or more than MAX_SUPPORTS."""
+    if count == 0:
+        raise ValueError("supports: give at least one support photo with a mask of the object to find.")
+    if count > MAX_SUPPORTS:
+        raise ValueError(f"supports: {count} given; at most {MAX_SUPPORTS} are taken.")
+
+
+def load_support(image, mask, number):
+    """(RGB uint8 image, bool mask at its size) of support `number` (1-based); every problem is a ValueError that
+    starts with "Support N". `mask` None: no mask was given."""
+    image = load_image(image, f"Support {number}'s image")
+    if mask is None:
+        raise ValueError(f"Support {number} has no mask: paint the object or upload a mask.")
+    mask = load_mask(mask, size=image.shape[:2], what=f"Support {number}'s mask")
     share = mask.mean()
     if share == 0:
-        return "the mask is empty; mark the object on the image"
+        raise ValueError(f"Support {number}: the mask is empty; mark the object on the image.")
     if share > WHOLE_IMAGE_SHARE:
-        return "the mask covers the whole image; mark only the object"
-    return None
+        raise ValueError(f"Support {number}: the mask covers the whole image; mark only the object.")
+    return image, mask
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,16 +262,30 @@ def _object(values, what):
                              f"[{low:g}, {high:g}]; expected a probability mask, or pass bool or uint8")
         return values > 0.5
     if kind in "iu":
-        low, high = int(values.min()), int(values.max())
-        if low < 0:
-            raise ValueError(f"{what} holds negative values (down to {low}); expected 0 = background and "
-                             f"positive = object")
+        values = _eight_bit_twin(values, what)
+        high = int(values.max())
         if high <= 127:
             return values != 0  # a 0/1 mask or a label map with small labels
         if high == 255:
             _refuse_label_map_with_void(values, what)
         return values > 127  # a white-on-black picture: JPEG noise in the black is ignored
     raise ValueError(f"{what} holds values of type {values.dtype}; expected bool, integer or float in [0, 1]")
+
+
+def _eight_bit_twin(values, what, sixteen_bit=False):
+    """An integer mask as uint8, scaled as images are: uint16 (and 16-bit files, `sixteen_bit`) by its range,
+    0..65535 -> 0..255, so a 16-bit mask answers as its 8-bit twin; other integer types must hold 0..255 (label
+    maps, 0/1 masks, 8-bit values in a wider type), taken as they are."""
+    low, high = int(values.min()), int(values.max())
+    if low < 0:
+        raise ValueError(f"{what} holds negative values (down to {low}); expected 0 = background and "
+                         f"positive = object")
+    if values.dtype == np.uint16 or (sixteen_bit and high <= 65535):
+        return (values >> 8).astype(np.uint8)
+    if high > 255:
+        raise ValueError(f"{what} holds {values.dtype} values up to {high}; the scale of such a mask is unclear: pass "
+                         f"uint8 (0..255, white = object), uint16 (0..65535) or bool")
+    return values.astype(np.uint8)
 
 
 def _refuse_label_map_with_void(values, what):
@@ -287,6 +334,8 @@ def _pil_mask_array(mask, what):
             return indices != 0  # a label map: index 0 (black) is the background
         # index 0 is not black, so this is a palettised picture rather than a label map: read its colours
         mode, mask = "RGB", mask.convert("RGB")
+    if mode == "I" and mask.format is not None:  # a 16-bit greyscale file, read by PIL as 32-bit integers
+        return _eight_bit_twin(np.asarray(mask), what, sixteen_bit=True)
     if mode in ("1", "L", "RGB", "RGBA", "F", "I") or mode in _SIXTEEN_BIT_MODES:
         return np.asarray(mask)
     try:
@@ -326,9 +375,11 @@ def load_mask(source, size=None, what="mask"):
     Which pixels are object, by type (nonzero = object, made precise):
     - bool: as is.
     - float: finite values in [0, 1]; object = value > 0.5 (a soft probability mask with a small floor is fine).
-    - integer (uint8, uint16, ...): if the maximum is above 127, object = value > 127 (a white-on-black picture:
-      JPEG noise in the black is ignored); otherwise object = nonzero (a 0/1 mask or a label map with small
-      labels). Negative values, and label maps mixing labels 1..127 with 255 borders (PASCAL VOC), are refused.
+    - integer: first read at 8 bit as images are (uint16 and 16-bit files scaled 0..65535 -> 0..255; other
+      integer types must hold 0..255). Then if the maximum is above 127, object = value > 127 (a white-on-black
+      picture: JPEG noise in the black is ignored); otherwise object = nonzero (a 0/1 mask or a label map with
+      small labels). Negative values, and label maps mixing labels 1..127 with 255 borders (PASCAL VOC), are
+      refused.
     - palette (PIL "P") pictures whose index 0 is black: object = index != 0 (a label-map PNG); otherwise their
       colours are read as an RGB mask.
     - RGB: the rule above applied to the brightest channel of each pixel.

@@ -1,29 +1,28 @@
-"""A-MCG-style few-shot segmenter: frozen backbone, multi-context guiding, ConvLSTM over supports.
-
-Read top to bottom: similarity maps (the training-free part), the ConvLSTM cell, the fusion head,
-then `FewShotSegmenter`, which owns the backbone and the user-facing `segment()`.
+"""The user-facing model: `ModelConfig`, and `FewShotSegmenter`, which owns the frozen backbone and the trainable head
+(`fss_demo.head`) and answers `segment()`: a query and a few (image, mask) supports in, a mask after every support out.
+Saved as config.json + model.safetensors (+ training.json, the recipe), loaded strictly from safetensors only.
 """
 import dataclasses
 import hashlib
+import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Optional, Union
+from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from PIL import Image
-from safetensors.torch import load_model as load_safetensors
+from safetensors.torch import load_file
 from torch import nn
 
 from . import images
 from .backbone import backbone_spec, build_backbone
-
-# ---------------------------------------------------------------------------------------------------------------
-# Settings
+from .head import FusionHead
+from .images import MAX_SUPPORTS
 
 
 def default_device():
@@ -33,437 +32,86 @@ def default_device():
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every setting of a model, saved as its config.json. The defaults are the published recipe; train.py takes
-    its defaults from here."""
+    """Every setting of a model, saved as its config.json. The defaults are the published model's."""
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
-    lstm_input_kernel: int = 3       # the ConvLSTM's kernel on its input (on its state always 3); 1 saves 40% of
-                                     # the cell's multiply-adds (run 14 in NOTES.md, not kept)
-    prior_levels: tuple = (1, 2)     # backbone levels (0, 1, 2 = stride 8, 16, 32) with a PFENet prior map
-    max_guidance: bool = True        # the decoder also sees the maximum of the supports' guidance maps (run 5)
-    fusion: str = "gated"            # the head: support evidence reaches the decoder only through the gates (model
-                                     # v2); run 5's "mean" head, which read a plain mean beside the cell, is gone
     feature_dropout: float = 0.2     # on the query's projected features, in training
     input_size: int = images.NETWORK_SIZE
-    threshold: float = 0.5           # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
-    prototype_threshold: float = 0.5  # on the training-free baseline's cosine
+    threshold: float = 0.45          # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
+    prototype_threshold: float = 0.2  # on the training-free baseline's cosine, chosen likewise
     support_cache_size: int = 32     # supports whose backbone features are kept
 
-    def __post_init__(self):
-        if self.fusion != "gated":
-            raise ValueError(f"fusion {self.fusion!r}: this version has only the 'gated' head (run 5's older 'mean' "
-                             "fusion head is gone)")
+    # Settings of earlier versions that now have one value: a config.json that holds that value still loads.
+    RETIRED = {"fusion": "gated", "lstm_input_kernel": 3, "max_guidance": True, "prior_levels": [1, 2]}
 
     @classmethod
     def from_dict(cls, saved):
-        """The config of a saved config.json. Unknown keys are refused, and so is run 5's kind of head (its config
-        has no `fusion` setting), whose weights this version cannot take."""
-        if "fusion" not in saved:
-            raise ValueError("this config.json is of a model with the older 'mean' fusion head (fss-demo run 5, before "
-                             "model v2): this version's head cannot take its weights")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(saved) - fields)
+        """The config of a saved config.json. Unknown settings are refused, and so are retired ones at another
+        value than the one this version has: that model's weights would not fit."""
+        values = dict(saved)
+        for name, only in cls.RETIRED.items():
+            if name in values and values.pop(name) != only:
+                raise ValueError(f"config.json sets {name}={saved[name]!r}: this version has only {name}={only!r}, "
+                                 "so that model's weights do not fit it")
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"config.json has settings this version does not know: {unknown}")
-        values = dict(saved)
-        if "prior_levels" in values:
-            values["prior_levels"] = tuple(values["prior_levels"])
         return cls(**values)
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Similarity maps: class-agnostic cues that transfer to unseen classes (PANet / PFENet style)
-
-
-def masked_average(features, mask):
-    """(N, C, h, w), (N, 1, h, w) -> (N, C): the mean feature under a soft mask."""
-    # einsum: a batched matrix product, without the (N, C, h, w) product in memory
-    return torch.einsum("nchw,nhw->nc", features, mask[:, 0]) / mask.sum((2, 3)).clamp_min(1e-6)
-
-
-def cosine_map(features, vector):
-    """Cosine similarity of every pixel of (N, C, h, w) to a vector (N, C) -> (N, 1, h, w)."""
-    return unit_cosine_map(F.normalize(features, dim=1), vector)
-
-
-def unit_cosine_map(unit_features, vector):
-    """cosine_map of features already normalised per pixel: the query's maps are normalised once per episode,
-    not at every step and cue (that was a tenth of a training step)."""
-    return torch.einsum("nchw,nc->nhw", unit_features, F.normalize(vector, dim=1))[:, None]
-
-
-def resize_mask(mask, features):
-    """(N, 1, H, W) soft mask -> share of object under each feature cell."""
-    return F.adaptive_avg_pool2d(mask, features.shape[-2:])
-
-
-def level_guidance(query_unit, support, mask, with_prior=True, pool_support=False):
-    """Maps at one backbone level: cosine to the object prototype, cosine to the background prototype,
-    and the prior (PFENet): each query pixel's best cosine to any support pixel on the object, min-max scaled.
-    query_unit: the query's map normalised per pixel (F.normalize(query, dim=1)).
-    pool_support: match against 2x2-pooled support pixels (a quarter of the cost at stride 8; the query side,
-    where small objects must be found, keeps its resolution)."""
-    object_prototype = masked_average(support, mask)
-    background_prototype = masked_average(support, 1 - mask)
-    cosines = [unit_cosine_map(query_unit, object_prototype), unit_cosine_map(query_unit, background_prototype)]
-    if not with_prior:
-        return torch.cat(cosines, 1)
-    if pool_support:
-        support, mask = F.avg_pool2d(support, 2, ceil_mode=True), F.avg_pool2d(mask, 2, ceil_mode=True)
-    pixel_match = torch.einsum("ncq,ncs->nqs", query_unit.flatten(2), F.normalize(support, dim=1).flatten(2))
-    weights = mask.flatten(2)
-    on_object = weights >= 0.5 * weights.amax(-1, keepdim=True).clamp_min(1e-6)  # robust to tiny masks
-    prior = pixel_match.masked_fill(~on_object, -1.0).amax(-1)
-    low, high = prior.amin(-1, keepdim=True), prior.amax(-1, keepdim=True)
-    prior = ((prior - low) / (high - low).clamp_min(1e-6)).view_as(query_unit[:, :1])
-    return torch.cat(cosines + [prior], 1)
-
-
-def prototype_features(levels):
-    """Features of the prototype baseline: stride 8 concatenated with upsampled stride 16."""
-    return torch.cat([levels[0], F.interpolate(levels[1], size=levels[0].shape[-2:], mode="bilinear", align_corners=False)], 1)
-
-
-def object_prototype(support, mask):
-    """The object's mean feature in one support (stride 8 and 16 concatenated): (N, C)."""
-    features = prototype_features(support)
-    return masked_average(features, resize_mask(mask, features))
-
-
-def prototype_baseline(query, supports, masks):
-    """Training-free baseline: cosine to the mean object prototype of supports 1..k, for each k (stride-8 maps)."""
-    query_features = prototype_features(query)
-    prototype_sum, maps = 0, []
-    for k, (support, mask) in enumerate(zip(supports, masks), start=1):
-        prototype_sum = prototype_sum + object_prototype(support, mask)
-        maps.append(cosine_map(query_features, prototype_sum / k))
-    return maps
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# ConvLSTM
-
-
-class ConvLSTMCell(nn.Module):
-    """ConvLSTM with per-channel peepholes (any input size works), group-norm on gates and cell, forget bias 1.
-    input_kernel_size: its kernel on the input; when it differs from kernel_size (the state's), the gates come from
-    two convolutions (`input_gates`, `hidden_gates`) instead of one over input and state together (`gates`)."""
-
-    def __init__(self, in_channels, hidden, kernel_size=3, input_kernel_size=3):
-        super().__init__()
-        self.hidden = hidden
-        self.gates = self.input_gates = self.hidden_gates = None
-        if input_kernel_size == kernel_size:  # one convolution over input and state together
-            self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
-        else:
-            self.input_gates = nn.Conv2d(in_channels, 4 * hidden, input_kernel_size, padding=input_kernel_size // 2,
-                                         bias=False)
-            self.hidden_gates = nn.Conv2d(hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
-        self.gate_norm = nn.GroupNorm(4, 4 * hidden)  # one group per gate
-        self.cell_norm = nn.GroupNorm(1, hidden)
-        self.peephole = nn.Parameter(torch.zeros(3, hidden, 1, 1))  # input, forget, output
-        with torch.no_grad():
-            self.gate_norm.bias[hidden:2 * hidden].fill_(1.0)  # forget-gate bias 1
-
-    def zero_state(self, x):
-        zeros = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
-        return zeros, zeros
-
-    def forward(self, x, state, admission=None, open_input_gate=False):
-        """One step. admission: (N, 1, 1, 1) in [0, 1], how far this input is let in at all (see SupportGate): it
-        scales the input gate, and a support it keeps out (0) neither writes nor forgets, so the state stays as it
-        was. open_input_gate: an ablation, the input gate forced to 1 whatever was decided."""
-        h, c = state
-        z = self.gates(torch.cat([x, h], 1)) if self.gates is not None else self.input_gates(x) + self.hidden_gates(h)
-        zi, zf, zo, zg = self.gate_norm(z).chunk(4, 1)
-        i = torch.sigmoid(zi + self.peephole[0] * c)
-        f = torch.sigmoid(zf + self.peephole[1] * c)
-        if open_input_gate:
-            i, admission = torch.ones_like(i), None
-        if admission is not None:
-            i = admission * i
-            f = 1 - admission * (1 - f)
-        g = torch.tanh(zg)
-        c_new = f * c + i * g
-        o = torch.sigmoid(zo + self.peephole[2] * c_new)
-        h_new = o * torch.tanh(self.cell_norm(c_new))
-        if admission is not None:
-            h_new = admission * h_new + (1 - admission) * h
-        return (h_new, c_new), {"input_gate": i, "forget_gate": f, "output_gate": o, "candidate": g, "cell": c_new,
-                                "hidden": h_new}
-
-
-class ResidualSpatialAttention(nn.Module):
-    """The authors' final attention ("center RAN"): mask from two pool-down / upsample stages, output (1 + mask) * x."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.down = nn.Sequential(nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True))
-        self.up = nn.Conv2d(channels // 4, channels, 1)
-
-    def forward(self, x):
-        m = self.down(F.max_pool2d(x, 3, 2, 1))
-        m = F.max_pool2d(m, 3, 2, 1)
-        m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return (1 + torch.sigmoid(self.up(m))) * x
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The trainable head
-
-
-def guidance_channels(prior_levels):
-    """2 cosine maps at each of the 3 levels, plus one prior map per level in `prior_levels` (0, 1, 2 = stride 8,
-    16, 32). PFENet takes the prior from high-level features; at stride 8 it sees small objects but costs most."""
-    return 6 + len(prior_levels)
-
-
-class EvidenceMemory:
-    """What the decoder knows of supports 1..k beyond the hidden state, all of it written with the **weights the
-    gates set**: the supports' evidence maps (guidance maps and similarity to the object prototype, stride 8),
-    averaged and max-pooled per pixel with the input gate's channel mean there, and their object prototypes
-    (stride 8+16 and stride 32), averaged with the input gate's overall mean. A support the gates keep out (weight
-    0) leaves the memory as it was, so what the gates do is what the model does."""
-
-    def __init__(self, evidence):
-        self.total = torch.zeros_like(evidence)
-        self.weight = torch.zeros_like(evidence[:, :1])
-        self.maximum = None
-        self.prototype_totals = None  # [stride 8+16, stride 32], each (N, C)
-        self.prototype_weight = evidence.new_zeros(evidence.shape[0], 1)
-        self._query_similarity = None
-
-    def add(self, evidence, weight, prototypes=None, prototype_weight=None):
-        """weight: (N, 1, h, w) in [0, 1], the input gate's channel mean at each pixel; prototypes: the support's
-        [stride 8+16, stride 32] object prototypes, averaged in with prototype_weight (N, 1)."""
-        self.total = self.total + weight * evidence
-        self.weight = self.weight + weight
-        # a soft, gated maximum: weight 1 takes max(old, new); weight 0 keeps the old
-        self.maximum = evidence if self.maximum is None else self.maximum + weight * F.relu(evidence - self.maximum)
-        if prototypes is not None:
-            weighted = [prototype_weight * p for p in prototypes]
-            self.prototype_totals = weighted if self.prototype_totals is None else [
-                total + w for total, w in zip(self.prototype_totals, weighted)]
-            self.prototype_weight = self.prototype_weight + prototype_weight
-        self._query_similarity = None
-        return self
-
-    def mean(self):
-        return self.total / self.weight.clamp_min(1e-3)
-
-    def prototypes(self):
-        """The gated mean object prototypes [stride 8+16, stride 32] of the supports so far."""
-        return [total / self.prototype_weight.clamp_min(1e-3) for total in self.prototype_totals]
-
-    def query_similarity(self, query_prototype_units):
-        """The query's cosine to the gated mean object prototype (stride 8+16): the decoder reads it after step k
-        and the admission gate at step k + 1, so it is computed once per step."""
-        if self._query_similarity is None:
-            self._query_similarity = unit_cosine_map(query_prototype_units, self.prototypes()[0])
-        return self._query_similarity
-
-
-def support_prototypes(support, mask):
-    """A support's object prototypes: [stride 8+16 (N, C), stride 32 (N, C)]."""
-    return [object_prototype(support, mask), masked_average(support[2], resize_mask(mask, support[2]))]
-
-
-def pearson(a, b):
-    """Correlation over pixels of two (N, 1, h, w) maps -> (N,)."""
-    a, b = a.flatten(1), b.flatten(1)
-    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
-
-
-AGREEMENT_FEATURES = 10
-
-
-def agreement(support, mask, memory, query_similarity, remembered_similarity):
-    """How well a new support agrees with the supports the memory holds: (N, AGREEMENT_FEATURES).
-
-    At stride 8+16 and at stride 32: the cosine of the new support's object and background prototypes to the
-    remembered object prototype, and the remembered prototype's mean similarity on the new support's own picture
-    inside and outside its mask (a mask moved off the object, or over-painted, puts the object outside or the
-    background inside); the share of the picture the mask covers (log); and the correlation, over the query, of
-    the new support's similarity map with the remembered one (another class lights up other pixels)."""
-    features = [prototype_features(support), support[2]]
-    stats = []
-    for level, remembered in zip(features, memory.prototypes()):
-        m = resize_mask(mask, level)
-        stats += [F.cosine_similarity(masked_average(level, m), remembered, dim=1),
-                  F.cosine_similarity(masked_average(level, 1 - m), remembered, dim=1)]
-        # the mean over a mask of the picture's cosine map to `remembered`, taken as the masked mean of its unit
-        # features dotted with the unit prototype: the same number, without a map that gradients must cross
-        unit, direction = F.normalize(level, dim=1), F.normalize(remembered, dim=1)
-        stats += [(masked_average(unit, m) * direction).sum(1), (masked_average(unit, 1 - m) * direction).sum(1)]
-    stats.append(mask.mean((1, 2, 3)).clamp_min(1e-4).log() / 5)
-    stats.append(pearson(query_similarity, remembered_similarity))
-    return torch.stack(stats, 1)
-
-
-class SupportGate(nn.Module):
-    """The admission gate: how far support k >= 2 is let into the ConvLSTM (a factor of its input gate), from
-    `agreement` with the supports already in. The first support is always let in: there is nothing to compare."""
-
-    def __init__(self, hidden=32):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(AGREEMENT_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        with torch.no_grad():
-            self.net[-1].bias.fill_(2.0)  # start mostly open (0.88): a support is let in until shown bad
-
-    def forward(self, stats):
-        return torch.sigmoid(self.net(stats))[:, :, None, None]  # (N, 1, 1, 1)
-
-
-class FusionHead(nn.Module):
-    """Fuses (support, query) into the ConvLSTM's input, decides how far to let each support in, runs the ConvLSTM
-    and decodes each step from its hidden state and the gated evidence memory."""
-
-    def __init__(self, level_channels, config=ModelConfig()):
-        super().__init__()
-        width, hidden = config.width, config.hidden
-        self.prior_levels = tuple(config.prior_levels)
-        # The decoder sees the gated mean of supports 1..k's evidence and, with max_guidance, also their gated
-        # maximum: the mean blurs a small object that only some supports match well; the maximum keeps it.
-        self.max_guidance = config.max_guidance
-        evidence = guidance_channels(self.prior_levels) + 1  # guidance maps + similarity to the object prototype
-        # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
-        # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
-        self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
-        self.support_proj = nn.ModuleList(nn.Linear(c, width) for c in level_channels)
-        self.guide_proj = nn.Conv2d(evidence, width, 1)
-        self.feature_dropout = nn.Dropout2d(config.feature_dropout)
-        self.down = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1))  # stride 8 -> 16
-        self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
-        self.attention = ResidualSpatialAttention(width)
-        self.to_lstm = nn.Conv2d(width, width, 1)
-        self.support_gate = SupportGate()
-        self.lstm = ConvLSTMCell(width, hidden, input_kernel_size=config.lstm_input_kernel)
-        self.decoder = nn.Sequential(
-            nn.Conv2d(hidden + (evidence - 1) * (2 if self.max_guidance else 1), 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 1, 1))
-        # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
-        # (and can always fall back to) the training-free cue.
-        self.similarity_scale = nn.Parameter(torch.tensor(10.0))
-        self.similarity_offset = nn.Parameter(torch.tensor(0.5))
-
-    def evidence(self, query_units, query_prototype_units, support, mask):
-        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, then the cosine to
-        its object prototype (the training-free cue). Also the support's masks at each level. The query's maps
-        come normalised per pixel (see forward)."""
-        masks = [resize_mask(mask, level) for level in support]
-        guidance = [level_guidance(q, s, m, with_prior=level in self.prior_levels, pool_support=level == 0)
-                    for level, (q, s, m) in enumerate(zip(query_units, support, masks))]
-        size8 = query_units[0].shape[-2:]
-        guidance = [F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
-                    else g for g in guidance]
-        similarity = unit_cosine_map(query_prototype_units, object_prototype(support, mask))
-        return torch.cat(guidance + [similarity], 1), masks
-
-    def lstm_input(self, query_projections, support, masks, evidence):
-        """The ConvLSTM's input at stride 16: multi-context guiding of the query (its maps projected by query_proj)
-        by the support and its evidence."""
-        branch = [self.feature_dropout(q) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
-                  for level, (q, s, m) in enumerate(zip(query_projections, support, masks))]
-        x = self.down(branch[0] + self.guide_proj(evidence))
-        for extra in branch[1:]:
-            x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.to_lstm(self.attention(self.mix(x)))
-
-    def decode(self, hidden, memory, query_prototype_units):
-        mean = memory.mean()
-        guidance = mean[:, :-1]
-        if self.max_guidance:
-            guidance = torch.cat([guidance, memory.maximum[:, :-1]], 1)
-        similarity = memory.query_similarity(query_prototype_units)
-        up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
-        correction = self.decoder(torch.cat([up, guidance], 1))
-        return self.similarity_scale * (similarity - self.similarity_offset) + correction
-
-    def admit(self, support, mask, evidence, memory, query_prototype_units):
-        """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
-        if memory is None:
-            return evidence.new_ones(evidence.shape[0], 1, 1, 1)
-        remembered = memory.query_similarity(query_prototype_units)
-        return self.support_gate(agreement(support, mask, memory, evidence[:, -1:], remembered))
-
-    def step(self, x, support, mask, evidence, state, memory, query_prototype_units, open_gate=False):
-        """One support into the ConvLSTM: (new state, new memory, gates incl. the admission). open_gate forces the
-        input gate to 1 (admission included)."""
-        admission = self.admit(support, mask, evidence, memory, query_prototype_units)
-        state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), admission=admission,
-                                 open_input_gate=open_gate)
-        gates["admission"] = torch.ones_like(admission) if open_gate else admission
-        weight = F.interpolate(gates["input_gate"].mean(1, keepdim=True), size=evidence.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight, support_prototypes(support, mask),
-                                                          gates["input_gate"].mean((1, 2, 3))[:, None])
-        return state, memory, gates
-
-    def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
-        """Feed supports one at a time.
-
-        query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
-        open_gate_at: steps (1-based) whose input gate is forced open (to test that the gates matter).
-        Returns a HeadOutput: the logits after supports 1..k (K maps (N, 1, h8, w8) at stride 8), each support's
-        own 1-shot logits (the same, or [] unless one_shot), per step the gate traces ([] unless trace) and the
-        admission gate's values (K tensors (N, 1, 1, 1), with gradients).
-        """
-        # The query is the same at every step: its maps are normalised (for the cosine cues) and projected once.
-        query_units = [F.normalize(level, dim=1) for level in query]
-        query_prototype_units = F.normalize(prototype_features(query), dim=1)
-        query_projections = [project(level) for project, level in zip(self.query_proj, query)]
-        state, memory, output = None, None, HeadOutput([], [], [], [])
-        for k, (support, mask) in enumerate(zip(supports, masks), start=1):
-            evidence, level_masks = self.evidence(query_units, query_prototype_units, support, mask)
-            x = self.lstm_input(query_projections, support, level_masks, evidence)
-            state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_units,
-                                             open_gate=k in open_gate_at)
-            output.steps.append(self.decode(state[0], memory, query_prototype_units))
-            output.admissions.append(gates["admission"])
-            if one_shot and k == 1:  # step 1 already is the first support alone
-                output.one_shots.append(output.steps[0])
-            elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
-                alone, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_units)
-                output.one_shots.append(self.decode(alone[0], alone_memory, query_prototype_units))
-            if trace:
-                output.traces.append({name: value.detach() for name, value in gates.items()})
-        return output
-
-
-class HeadOutput(NamedTuple):
-    steps: list        # K logit maps (N, 1, h8, w8): after supports 1..k
-    one_shots: list    # K logit maps: support k alone
-    traces: list       # per step {gate name: tensor}, when traced
-    admissions: list   # K (N, 1, 1, 1): how far each support was let in
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The user-facing model
 
 # What `segment` takes: a file path, a PIL image or a numpy array (see fss_demo.images for the exact rules).
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 MaskLike = ImageLike  # nonzero = object
-# Each support adds a ConvLSTM step and, for the OR, a 1-shot pass (and its gate traces): the app's cap too.
-MAX_SUPPORTS = 10
 
 
 @dataclass
 class Segmentation:
-    """Result of `FewShotSegmenter.segment`: one entry per step k (after supports 1..k). Maps are (H, W), the size
-    of the query as loaded (a photo over `images.MAX_SIDE` pixels on its longer side is first shrunk to it)."""
+    """Result of `FewShotSegmenter.segment`: one entry per step k (after supports 1..k). Masks are (H, W), the
+    query's own size. Probability maps are at the size they were worked out at: the query's own, or for a photo
+    over `images.MAX_SIDE` pixels on its longer side, shrunk to that."""
 
     masks: list                   # K bool (H, W): the ConvLSTM's answer after supports 1..k
-    probabilities: list           # K float32 (H, W) in [0, 1]
-    one_shot_probabilities: list  # K float32 (H, W): support k alone (a 1-shot prediction)
+    probabilities: list           # K float32 (h, w) in [0, 1]
+    one_shot_probabilities: list  # K float32 (h, w): support k alone (a 1-shot prediction)
     or_masks: list                # K bool (H, W): the logical OR of the 1-shot masks of supports 1..k
-    or_probabilities: list        # K float32 (H, W): their running maximum
+    or_probabilities: list        # K float32 (h, w): their running maximum
     admissions: list              # K floats in [0, 1]: how far support k was let in (the admission gate; 1 for
                                   # the first support, which has nothing to be compared with)
     gates: list                   # trace=True: K dicts {input_gate, forget_gate, output_gate, candidate, cell,
                                   # hidden: float32 (hidden, h16, w16)}, at stride 16 of the network input; else []
                                   # (input_gate includes the admission factor)
+
+
+def listed(keys):
+    return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") if keys else "none"
+
+
+def read_weights(path, model, source):
+    """The tensors of a model.safetensors file, checked against `model` before any is loaded: every tensor there,
+    none unknown, each of the model's own shape and dtype, and finite. Anything else is a ValueError that names
+    `source` (the folder or repo) and, for a bad tensor, the file and the tensor."""
+    try:
+        tensors = load_file(path)
+    except Exception as error:  # SafetensorError (a garbage header), OSError (a truncated file), ...
+        raise ValueError(f"{source!r}: its model.safetensors cannot be read ({error}); is the file complete? "
+                         "Expected a file written by save_pretrained") from None
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{source!r}: model.safetensors does not fit this model's config.json; missing tensors: "
+                         f"{listed(missing)}; unexpected tensors: {listed(unexpected)}")
+    for name, tensor in tensors.items():
+        want = expected[name]
+        if tensor.shape != want.shape:
+            raise ValueError(f"{source!r}: model.safetensors does not fit this model's config.json: tensor {name} "
+                             f"has shape {tuple(tensor.shape)}, the model {tuple(want.shape)}")
+        if tensor.dtype != want.dtype:
+            raise ValueError(f"{path}: tensor {name} is {tensor.dtype}; this model's is {want.dtype} (weights are "
+                             "not cast: a cast can change what the model does)")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(f"{path}: tensor {name} holds NaN or infinite values")
+    return tensors
 
 
 class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
@@ -474,16 +122,19 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     >>> model = FewShotSegmenter()             # random head; use fss_demo.load_model() for trained weights
     >>> seg = model.segment(query, [(image, mask), ...])
 
-    No licence is written into saved model cards: a model's licence follows its training data (the published
-    weights: CC BY-NC 4.0, from CamVid), which only the person publishing it knows.
+    A model loaded from a folder or Hub repo keeps that card's licence and its training.json (the recipe), and
+    `save_pretrained` writes them again. A model trained anew has no licence: it follows its training data, which
+    only the person publishing it knows.
     """
 
     def __init__(self, config: Optional[ModelConfig] = None):
         super().__init__()
         self.config = config or ModelConfig()
         self.backbone = build_backbone(self.config.backbone)
-        channels = backbone_spec(self.config.backbone).level_channels
-        self.head = FusionHead(channels, self.config)
+        self.head = FusionHead(backbone_spec(self.config.backbone).level_channels, self.config.width,
+                               self.config.hidden, self.config.feature_dropout)
+        self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
+        self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._support_cache = OrderedDict()
         self.eval()
 
@@ -512,7 +163,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def device(self):
         return next(self.parameters()).device
 
-    # -- saving and loading: config.json + model.safetensors, loaded strictly -------------------------------------
+    # -- saving and loading: config.json + model.safetensors (+ training.json), loaded strictly ------------------
 
     @classmethod
     def _decode_arg(cls, expected_type, value):
@@ -523,31 +174,55 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     @classmethod
     def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
                          map_location="cpu", strict=True, **model_kwargs):
-        """Safetensors only (never a pickle), and every tensor must be there: a clear error names what is not."""
-        if os.path.isdir(model_id):
-            weights = os.path.join(model_id, "model.safetensors")
-            if not os.path.isfile(weights):
-                raise ValueError(f"{model_id!r} holds no model.safetensors: is it a save_pretrained folder?")
-        else:
+        """Safetensors only (never a pickle), and every tensor must be there and sound: a clear error names what
+        is not. The card's licence and training.json come along when the folder or repo has them."""
+        def fetch(filename, optional=False):
+            if os.path.isdir(model_id):
+                path = os.path.join(model_id, filename)
+                return path if os.path.isfile(path) else None
             try:
-                weights = hf_hub_download(repo_id=model_id, filename="model.safetensors", revision=revision,
-                                          cache_dir=cache_dir, force_download=force_download, token=token,
-                                          local_files_only=local_files_only)
+                return hf_hub_download(repo_id=model_id, filename=filename, revision=revision, cache_dir=cache_dir,
+                                       force_download=force_download, token=token, local_files_only=local_files_only)
+            except LocalEntryNotFoundError:  # offline, and not in the cache (a subclass: caught first)
+                if optional:
+                    return None
+                raise
             except EntryNotFoundError:
-                raise ValueError(f"the Hub repo {model_id!r} holds no model.safetensors (other weight formats are "
-                                 "not read: they can run code when loaded)") from None
+                return None
+
+        weights = fetch("model.safetensors")
+        if weights is None:
+            where = f"{model_id!r}" if os.path.isdir(model_id) else f"the Hub repo {model_id!r}"
+            raise ValueError(f"{where} holds no model.safetensors (is it a save_pretrained folder? other weight "
+                             "formats are not read: they can run code when loaded)")
         model = cls(**model_kwargs)
-        try:
-            missing, unexpected = load_safetensors(model, weights, strict=False, device=str(map_location))
-        except RuntimeError as error:  # a tensor of another shape: the weights are of another architecture
-            reason = "; ".join(line.strip() for line in str(error).splitlines()[1:4])
-            raise ValueError(f"{model_id!r}: model.safetensors does not fit this model's config.json: {reason}") from None
-        if strict and (missing or unexpected):
-            def listed(keys):
-                return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") if keys else "none"
-            raise ValueError(f"{model_id!r}: model.safetensors does not fit this model's config.json; missing tensors: "
-                             f"{listed(sorted(missing))}; unexpected tensors: {listed(sorted(unexpected))}")
-        return model.eval()
+        model.load_state_dict(read_weights(weights, model, model_id), strict=True)
+        card, training = fetch("README.md", optional=True), fetch("training.json", optional=True)
+        model.licence = ModelCard.load(card).data.license if card else None
+        if training:
+            with open(training) as f:
+                model.recipe = json.load(f)
+        return model.to(map_location).eval()
+
+    def _save_pretrained(self, save_directory):
+        super()._save_pretrained(save_directory)
+        if self.recipe is not None:
+            with open(os.path.join(save_directory, "training.json"), "w") as f:
+                json.dump(self.recipe, f, indent=2)
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        """The card save_pretrained writes: the weights' licence when known, else a word that none is given."""
+        card = super().generate_model_card(*args, **kwargs)
+        if self.licence:
+            card.data.license = self.licence
+            card.text += f"\nLicence of these weights: {self.licence} (as in the card they were loaded with).\n"
+        else:
+            card.text += ("\nLicence: none given. A model's licence follows its training data: add one here before "
+                          "publishing.\n")
+        if self.recipe is not None:
+            card.text += "\nTrained with `python -m fss_demo.train` and these settings (training.json):\n\n```json\n" \
+                         + json.dumps(self.recipe, indent=2) + "\n```\n"
+        return card
 
     # -- features ------------------------------------------------------------------------------------------------
 
@@ -578,21 +253,12 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         if supports is None or isinstance(supports, (str, bytes, np.ndarray, Image.Image)):
             raise ValueError("supports: expected a list of (image, mask) pairs")
         supports = list(supports)
-        if not supports:
-            raise ValueError("give at least one support: an image with a mask of the object to find")
-        if len(supports) > MAX_SUPPORTS:
-            raise ValueError(f"{len(supports)} supports given; at most {MAX_SUPPORTS} are taken (each one is a "
-                             "ConvLSTM step)")
+        images.check_support_count(len(supports))
         prepared = []
         for number, pair in enumerate(supports, start=1):
             if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError(f"support {number}: expected an (image, mask) pair")
-            image = images.load_image(pair[0], f"support {number} image")
-            mask = images.load_mask(pair[1], size=image.shape[:2], what=f"support {number} mask")
-            problem = images.support_mask_problem(mask)
-            if problem:
-                raise ValueError(f"support {number}: {problem}")
-            prepared.append(self._support_features(image, mask))
+                raise ValueError(f"Support {number}: expected an (image, mask) pair")
+            prepared.append(self._support_features(*images.load_support(pair[0], pair[1], number)))
         return prepared
 
     def _to_probabilities(self, logits, size):
@@ -612,7 +278,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         what a support the gates kept out would have done.
         Bad input raises a ValueError that says what to fix.
         """
-        query_image = images.load_image(query, "query image")
+        query_image, own_size = images.load_image_with_size(query, "The query image")
         prepared = self._prepare_supports(supports)
         query_levels = self.features(query_image)
         steps, one_shots, traces, admissions = self.head(query_levels, [f for f, _ in prepared],
@@ -621,11 +287,12 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         size = query_image.shape[:2]
         probabilities = [self._to_probabilities(s, size) for s in steps]
         one_shot = [self._to_probabilities(s, size) for s in one_shots]
+        at_own_size = lambda masks: [images.resize_mask(mask, own_size) for mask in masks]
         return Segmentation(
-            masks=[p > self.threshold for p in probabilities],
+            masks=at_own_size([p > self.threshold for p in probabilities]),
             probabilities=probabilities,
             one_shot_probabilities=one_shot,
-            or_masks=list(np.logical_or.accumulate([p > self.threshold for p in one_shot])),
+            or_masks=at_own_size(np.logical_or.accumulate([p > self.threshold for p in one_shot])),
             or_probabilities=list(np.maximum.accumulate(one_shot)),
             admissions=[float(a.flatten()[0]) for a in admissions],
             gates=[{name: value[0].float().cpu().numpy() for name, value in step.items() if name != "admission"}
@@ -633,10 +300,10 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
 
     @torch.inference_mode()
     def leave_one_out(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]]) -> list:
-        """What each support did: for each k, the ConvLSTM's final probabilities (H, W) with support k left out
-        (the others in their order), or None when it is the only support. Support features come from the cache
-        that `segment` filled, so this costs one query pass and K runs of the small head."""
-        query_image = images.load_image(query, "query image")
+        """What each support did: for each k, the ConvLSTM's final probabilities with support k left out (the
+        others in their order), or None when it is the only support; at the size `segment` works at. Support
+        features come from the cache that `segment` filled, so this costs one query pass and K runs of the head."""
+        query_image = images.load_image(query, "The query image")
         prepared = self._prepare_supports(supports)
         query_levels = self.features(query_image)
         answers = []

@@ -1,20 +1,23 @@
-"""Episodic training of the head on cached backbone features.
+"""Episodic training of the head on cached backbone features. The defaults are the published recipe (`TrainConfig`):
 
     python -m fss_demo.train --data ../shared/data/ccp ../shared/data/camvid ../shared/data/caltech_pseudo \
-        --out runs/main --iterations 2400 --bf16 --dice-weight 1.0
+        ~/.cache/fss_demo/composites/composites_train --out runs/main
 
-(the bundled weights' full recipe, with the composites, is in the README's "Train and evaluate").
+trains the bundled weights (the composites come first: README's "Train and evaluate"). Without the composites set,
+pass `--share` with nothing after it.
 
 Seeded and resumable: re-running the same command continues from `<out>/checkpoint.pt`.
-The trained model is written to `<out>/model` (config.json + model.safetensors).
+The trained model is written to `<out>/model` (config.json + model.safetensors + training.json, the settings).
 On a GPU it runs there (--device, default CUDA when present); data-parallel over N processes (GPUs, or CPU
 processes with gloo) with `torchrun --nproc_per_node N -m fss_demo.train ...`, each process drawing --batch
 episodes per step.
 """
 import argparse
 import dataclasses
+import json
 import os
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,14 +29,31 @@ from .datasets import EpisodeMix, EpisodeSampler, collate, open_dataset, trainin
 from .backbone import build_backbone
 from .corruptions import corrupt_randomly
 from .features import DEFAULT_CACHE, FeatureCache
-from .hub import load_model
 from .model import FewShotSegmenter, ModelConfig, default_device
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the head is trained. The defaults are the published recipe (weights/training.json; NOTES.md, run 20);
+    saved beside every trained model as training.json."""
+    shots: int = 5                  # supports per training episode (the k-loss scores every step)
+    batch: int = 8                  # episodes per step in each process
+    iterations: int = 2400
+    lr: float = 1e-3                # the peak of a one-cycle schedule
+    weight_decay: float = 1e-4
+    loss_size: int = 160            # side at which the loss is computed
+    dice_weight: float = 1.0        # a per-episode soft-IoU term: small objects weigh as much as large ones
+    corrupt_probability: float = 0.4  # share of episodes with one bad support at a step >= 2 (fss_demo.corruptions)
+    gate_loss_weight: float = 0.5   # tells the admission gate which supports were made bad
+    shares: dict = field(default_factory=lambda: {"composites_train": 0.25})  # fixed shares of some data sets
+    bf16: bool = True               # the head's forward pass under bfloat16 autocast (weights, losses float32)
+    seed: int = 0
 
 
 class TrainingData:
     """Every training episode's source: the data sets' training splits, their cached features, one mix."""
 
-    def __init__(self, data_dirs, backbone, shots, cache_dir, size, balance="classes", shares=None):
+    def __init__(self, data_dirs, backbone, shots, cache_dir, size, shares=None):
         self.datasets, self.caches, samplers = [], [], []
         for root in data_dirs:
             dataset = open_dataset(root)
@@ -45,7 +65,7 @@ class TrainingData:
         unknown = sorted(set(shares or {}) - set(names))
         if unknown:
             raise ValueError(f"--share names {unknown}, which are not among the data sets {names}")
-        self.mix = EpisodeMix(samplers, balance, {names.index(name): share for name, share in (shares or {}).items()})
+        self.mix = EpisodeMix(samplers, {names.index(name): share for name, share in (shares or {}).items()})
 
     def batch(self, rng, size, device="cpu"):
         """`size` random episodes, batched (see datasets.collate), and each one's class key (`class_key`)."""
@@ -61,22 +81,15 @@ def class_key(dataset, class_id):
     return name if "/" in name else f"{dataset.name}/{name}"
 
 
-# What the admission gate should learn from a corrupted support: keep it out (0); clean supports: let in (1). A kind
-# may map to None (no target). Run 7 gave small patches none (a patch still shows the object) and its gate let them in
-# (0.83-0.96); from run 8 every bad kind is kept out, as issue 9 asks: after a good first support a patch adds little.
-GATE_TARGETS = {"off_object": 0.0, "over_painted": 0.0, "other_class": 0.0, "small_patch": 0.0}
-
-
 def gate_loss(admissions, corrupted):
-    """Binary cross-entropy of the admission gate at steps >= 2 against what each support is: clean (1) or bad
-    (0, see GATE_TARGETS). admissions: K tensors (B, 1, 1, 1); corrupted: {(row, step): kind}."""
+    """Binary cross-entropy of the admission gate at steps >= 2 against what each support is: clean (let in, 1)
+    or made bad (kept out, 0; every kind: after a good first support even a small patch adds little).
+    admissions: K tensors (B, 1, 1, 1); corrupted: {(row, step): kind}."""
     values, targets = [], []
     for step in range(1, len(admissions)):
         for row in range(admissions[step].shape[0]):
-            target = GATE_TARGETS[corrupted[(row, step)]] if (row, step) in corrupted else 1.0
-            if target is not None:
-                values.append(admissions[step][row].flatten())
-                targets.append(target)
+            values.append(admissions[step][row].flatten())
+            targets.append(0.0 if (row, step) in corrupted else 1.0)
     if not values:
         return admissions[0].sum() * 0
     values = torch.cat(values).clamp(1e-6, 1 - 1e-6)
@@ -129,91 +142,69 @@ def check_replicas_agree(head, world):
         print(f"the head's weights are identical in all {world} processes")
 
 
-def main(argv=None):
-    defaults = ModelConfig()
+def parse_arguments(argv=None):
+    """(TrainConfig, ModelConfig, run settings) from the command line; every recipe default is TrainConfig's."""
+    recipe, model = TrainConfig(), ModelConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", required=True, help="dataset folders (any supported layout)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv and model/")
-    parser.add_argument("--backbone", default=defaults.backbone)
-    parser.add_argument("--width", type=int, default=defaults.width)
-    parser.add_argument("--hidden", type=int, default=defaults.hidden)
-    parser.add_argument("--lstm-input-kernel", type=int, default=defaults.lstm_input_kernel,
-                        help="the ConvLSTM's kernel on its input (3 or 1; on its state it is always 3)")
-    parser.add_argument("--prior-levels", nargs="+", type=int, default=list(defaults.prior_levels),
-                        help="backbone levels (0, 1, 2 = stride 8, 16, 32) that get a PFENet prior map")
-    parser.add_argument("--max-guidance", action=argparse.BooleanOptionalAction, default=defaults.max_guidance,
-                        help="the decoder also sees the maximum of the supports' guidance maps, not only their mean "
-                             "(run 5 in NOTES.md; --no-max-guidance gives run 1's head)")
-    parser.add_argument("--input-size", type=int, default=defaults.input_size, help="side of the square network input")
-    parser.add_argument("--shots", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=8, help="episodes per step in each process")
-    parser.add_argument("--iterations", type=int, default=3000)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--loss-size", type=int, default=160, help="side at which the loss is computed")
-    # Both below were tried (NOTES.md): set balance + Dice lost 9 points of class mIoU on CamVid's novel classes.
-    parser.add_argument("--dice-weight", type=float, default=0.0, help="weight of a per-episode soft-IoU term")
-    parser.add_argument("--balance", choices=["sets", "classes"], default="classes",
-                        help="draw a data set uniformly, then a class (sets), or a class from the union (classes)")
-    parser.add_argument("--corrupt-probability", type=float, default=0.4,
-                        help="share of episodes in which one support at a step >= 2 is replaced by a bad one (mask "
-                             "off the object, over-painted, another class, a small patch): the gates learn to keep "
-                             "such supports out; the loss stays against the true query mask")
-    parser.add_argument("--gate-loss-weight", type=float, default=0.5,
-                        help="weight of a loss that tells the admission gate which supports were made bad (0: it "
-                             "learns only from the segmentation loss)")
-    parser.add_argument("--share", nargs="*", default=[], metavar="SET=SHARE",
-                        help="fixed shares of the episodes for some sets, e.g. composites_train=0.3; the other sets "
-                             "share the rest as --balance says")
-    parser.add_argument("--init-from", default=None,
-                        help="a trained model folder whose head to start from (a second stage), instead of a random head")
-    parser.add_argument("--train-only", default=None, metavar="PREFIX",
-                        help="train only the head's parameters whose names start with PREFIX (e.g. support_gate), "
-                             "the rest frozen")
-    parser.add_argument("--stop-after", type=int, default=None,
-                        help="stop after this many iterations in this run; run the same command again to go on")
-    parser.add_argument("--bf16", action="store_true",
-                        help="run the head's forward pass under bfloat16 autocast (1.5x faster steps on an AVX512-BF16 "
-                             "CPU, NOTES.md run 16); weights, gradients, optimizer and losses stay float32")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads per process")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present, else the CPU)")
-    parser.add_argument("--cache", default=DEFAULT_CACHE, help="where backbone features are cached")
-    parser.add_argument("--no-pretrained", action="store_true",
-                        help="random backbone instead of ImageNet weights (only for quick smoke tests)")
+    architecture = parser.add_argument_group("the model (ModelConfig)")
+    architecture.add_argument("--backbone", default=model.backbone, help="mobilenet_v2 or efficientnet_lite0")
+    architecture.add_argument("--width", type=int, default=model.width)
+    architecture.add_argument("--hidden", type=int, default=model.hidden)
+    architecture.add_argument("--input-size", type=int, default=model.input_size, help="side of the square network input")
+    training = parser.add_argument_group("the recipe (TrainConfig; the defaults are the published one's)")
+    for name in ("shots", "batch", "iterations", "lr", "weight_decay", "loss_size", "dice_weight",
+                 "corrupt_probability", "gate_loss_weight", "seed"):
+        default = getattr(recipe, name)
+        training.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
+    training.add_argument("--share", nargs="*", default=[f"{k}={v}" for k, v in recipe.shares.items()],
+                          metavar="SET=SHARE", help="fixed shares of the episodes for some sets (the others share "
+                          "the rest by class); `--share` alone: none")
+    training.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=recipe.bf16,
+                          help="the head's forward pass under bfloat16 autocast (1.5x faster steps on an AVX512-BF16 "
+                               "CPU); --no-bf16 on a CPU without bfloat16 instructions")
+    run = parser.add_argument_group("this run (not part of the recipe)")
+    run.add_argument("--stop-after", type=int, default=None,
+                     help="stop after this many iterations in this run; run the same command again to go on")
+    run.add_argument("--threads", type=int, default=2, help="CPU threads per process")
+    run.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when present, else the CPU)")
+    run.add_argument("--cache", default=DEFAULT_CACHE, help="where backbone features are cached")
+    run.add_argument("--no-pretrained", action="store_true",
+                     help="random backbone instead of ImageNet weights (only for quick smoke tests)")
     args = parser.parse_args(argv)
+    try:
+        shares = {name: float(share) for name, share in (item.split("=") for item in args.share)}
+    except ValueError:
+        parser.error(f"--share takes SET=SHARE items, e.g. composites_train=0.25, not {args.share}")
+    recipe = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                            if f.name != "shares"}, shares=shares)
+    model = dataclasses.replace(model, backbone=args.backbone, width=args.width, hidden=args.hidden,
+                                input_size=args.input_size)
+    return recipe, model, args
 
+
+def main(argv=None):
+    recipe, config, args = parse_arguments(argv)
     torch.set_num_threads(args.threads)
     rank, world, device = start_processes(args.device or default_device())
-    torch.manual_seed(args.seed)  # the same initial head in every process
-    config = dataclasses.replace(defaults, backbone=args.backbone, width=args.width, hidden=args.hidden, lstm_input_kernel=args.lstm_input_kernel,
-                                 prior_levels=tuple(args.prior_levels), max_guidance=args.max_guidance,
-                                 input_size=args.input_size)
+    torch.manual_seed(recipe.seed)  # the same initial head in every process
     model = FewShotSegmenter(config)
-    if args.init_from:
-        model.head.load_state_dict(load_model(args.init_from, device="cpu").head.state_dict())
     if not args.no_pretrained:
         model.backbone = build_backbone(config.backbone, imagenet=True)
     model.to(device)
     if rank > 0:
         dist.barrier()  # rank 0 computes the feature caches first; the others then read them
-    try:
-        shares = {name: float(share) for name, share in (item.split("=") for item in args.share)}
-    except ValueError:
-        parser.error(f"--share takes SET=SHARE items, e.g. composites_train=0.3, not {args.share}")
-    data = TrainingData(args.data, model.backbone, args.shots, args.cache, args.input_size, args.balance, shares)
+    data = TrainingData(args.data, model.backbone, recipe.shots, args.cache, config.input_size, recipe.shares)
     if rank == 0 and world > 1:
         dist.barrier()
+    model.recipe = {**dataclasses.asdict(recipe), "data": [dataset.name for dataset in data.datasets]}
     head = model.head
-    if args.train_only:
-        for name, parameter in head.named_parameters():
-            parameter.requires_grad_(name.startswith(args.train_only))
-        if not any(p.requires_grad for p in head.parameters()):
-            parser.error(f"--train-only {args.train_only}: no parameter of the head starts with it")
     trained = head if world == 1 else torch.nn.parallel.DistributedDataParallel(head)
-    trainable = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations, pct_start=0.05)
+    trainable = list(head.parameters())
+    optimizer = torch.optim.AdamW(trainable, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.iterations,
+                                                   pct_start=0.05)
 
     os.makedirs(args.out, exist_ok=True)
     checkpoint_path = os.path.join(args.out, "checkpoint.pt")
@@ -227,25 +218,25 @@ def main(argv=None):
         if rank == 0:
             print(f"resuming at iteration {start}")
     # The same episodes for the same seed and resume point; each process its own.
-    episode_rng = lambda iteration: np.random.default_rng([args.seed, iteration] + ([rank] if world > 1 else []))
+    episode_rng = lambda iteration: np.random.default_rng([recipe.seed, iteration] + ([rank] if world > 1 else []))
     rng = episode_rng(start)
 
     head.train()
     began = time.time() - elapsed
-    end = args.iterations if args.stop_after is None else min(args.iterations, start + args.stop_after)
-    progress = tqdm(range(start, end), initial=start, total=args.iterations, desc="training", disable=rank > 0)
+    end = recipe.iterations if args.stop_after is None else min(recipe.iterations, start + args.stop_after)
+    progress = tqdm(range(start, end), initial=start, total=recipe.iterations, desc="training", disable=rank > 0)
     running = None
     with open(os.path.join(args.out, "log.csv") if rank == 0 else os.devnull, "a") as log:
         for iteration in progress:
-            (query, supports, masks, target), class_keys = data.batch(rng, args.batch, device)
-            corrupted = corrupt_randomly(supports, masks, class_keys, rng, args.corrupt_probability)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            (query, supports, masks, target), class_keys = data.batch(rng, recipe.batch, device)
+            corrupted = corrupt_randomly(supports, masks, class_keys, rng, recipe.corrupt_probability)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
                 steps, _, _, admissions = trained(query, supports, masks, one_shot=False)
             steps, admissions = [s.float() for s in steps], [a.float() for a in admissions]
-            losses = step_losses(steps, target, (args.loss_size, args.loss_size), args.dice_weight)
+            losses = step_losses(steps, target, (recipe.loss_size, recipe.loss_size), recipe.dice_weight)
             loss = torch.stack(losses).mean()
-            if args.gate_loss_weight:
-                loss = loss + args.gate_loss_weight * gate_loss(admissions, corrupted)
+            if recipe.gate_loss_weight:
+                loss = loss + recipe.gate_loss_weight * gate_loss(admissions, corrupted)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # under DDP, gradients are averaged over the processes here
             torch.nn.utils.clip_grad_norm_(trainable, 5.0)
@@ -265,14 +256,14 @@ def main(argv=None):
     check_replicas_agree(head, world)
     if world > 1:
         dist.barrier()  # every process is done before rank 0 writes and all leave
-    if end < args.iterations:
+    if end < recipe.iterations:
         if rank == 0:
-            print(f"stopped at iteration {end} of {args.iterations}; run the same command again to go on")
+            print(f"stopped at iteration {end} of {recipe.iterations}; run the same command again to go on")
     elif rank == 0:
         head.eval()
         model.to("cpu").save_pretrained(os.path.join(args.out, "model"))
         minutes = (time.time() - began) / 60
-        print(f"trained {args.iterations} iterations in {minutes:.1f} min on {world} process(es); "
+        print(f"trained {recipe.iterations} iterations in {minutes:.1f} min on {world} process(es); "
               f"model saved to {args.out}/model")
     if world > 1:
         dist.destroy_process_group()

@@ -118,3 +118,81 @@ def test_hub_repo_without_safetensors_is_refused(saved_folder, tmp_path):
         server.shutdown()
     assert "refused: the Hub repo 'someone/pickled' holds no model.safetensors" in done.stdout, done.stderr[-2000:]
     assert not any(path.endswith("pytorch_model.bin") for _, path in requests)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights that would load silently wrong, or not at all: a ValueError that names the file (or folder) and tensor
+
+
+@pytest.fixture
+def copy_with(saved_folder, tmp_path):
+    """copy_with(change) -> a copy of the saved folder whose model.safetensors has change(tensors) applied."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def copy_with(change):
+        folder = tmp_path / "changed"
+        shutil.copytree(saved_folder, folder)
+        tensors = load_file(str(folder / "model.safetensors"))
+        save_file(change(tensors), str(folder / "model.safetensors"))
+        return str(folder)
+    return copy_with
+
+
+NAME = "head.decoder.0.weight"
+
+
+@pytest.mark.parametrize("dtype", ["int64", "bool", "float16", "float64", "bfloat16"])
+def test_weights_of_another_dtype_are_refused(copy_with, dtype):
+    import torch
+
+    folder = copy_with(lambda t: {**t, NAME: t[NAME].to(getattr(torch, dtype))})
+    with pytest.raises(ValueError) as caught:
+        fss_demo.load_model(folder)
+    assert str(caught.value) == (f"{os.path.join(folder, 'model.safetensors')}: tensor {NAME} is torch.{dtype}; this "
+                                 "model's is torch.float32 (weights are not cast: a cast can change what the model does)")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_weights_with_nan_or_inf_are_refused(copy_with, bad):
+    def spoil(tensors):
+        tensors[NAME] = tensors[NAME].clone()
+        tensors[NAME].view(-1)[3] = float(bad)
+        return tensors
+
+    folder = copy_with(spoil)
+    with pytest.raises(ValueError, match=f"^{os.path.join(folder, 'model.safetensors')}: tensor {NAME} holds NaN "
+                                         "or infinite values$"):
+        fss_demo.load_model(folder)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_an_unreadable_weights_file_is_refused_naming_the_folder(saved_folder, tmp_path, damage):
+    import shutil
+
+    folder = tmp_path / damage
+    shutil.copytree(saved_folder, folder)
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncated": data[:len(data) // 2], "garbage": b"\x12\x00" * 500, "empty": b""}[damage])
+    with pytest.raises(ValueError, match=f"^'{folder}': its model.safetensors cannot be read .*; is the file complete"):
+        fss_demo.load_model(str(folder))
+
+
+def test_a_resaved_copy_keeps_the_licence_and_recipe_of_the_bundled_weights(tmp_path, tiny_model):
+    from huggingface_hub import ModelCard
+
+    bundled = fss_demo.load_model()
+    assert bundled.licence == "cc-by-nc-4.0" and bundled.recipe["iterations"] == 2400
+    bundled.save_pretrained(tmp_path / "copy")
+    card = ModelCard.load(tmp_path / "copy" / "README.md")
+    assert card.data.license == "cc-by-nc-4.0" and "Licence of these weights: cc-by-nc-4.0" in card.text
+    assert json.load(open(tmp_path / "copy" / "training.json")) == bundled.recipe
+    copy = fss_demo.load_model(str(tmp_path / "copy"))
+    assert copy.licence == "cc-by-nc-4.0" and copy.recipe == bundled.recipe
+    # a model trained anew says it has none
+    tiny_model.save_pretrained(tmp_path / "new")
+    card = ModelCard.load(tmp_path / "new" / "README.md")
+    assert card.data.license is None and "Licence: none given" in card.text
+    assert not (tmp_path / "new" / "training.json").exists()

@@ -283,7 +283,61 @@ GOOD_MASKS = [
 def test_accepted_masks_mark_the_object(make, area):
     mask = images.load_mask(make(), size=(H, W))
     assert mask.dtype == bool and mask.shape == (H, W) and mask.sum() == area
-    assert images.support_mask_problem(mask) is None
+
+
+def blurred_square():
+    """A soft-edged 8-bit white-on-black mask: grey levels on both sides of 127 along its edges."""
+    from PIL import ImageFilter
+
+    return np.asarray(Image.fromarray(square_mask().astype(np.uint8) * 255).filter(ImageFilter.GaussianBlur(2)))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int8", "int16", "int32", "int64", "uint32", "uint64"])
+@pytest.mark.parametrize("picture", ["blurred", "dark-grey-background", "label-map", "zero-one"])
+def test_integer_masks_answer_as_their_8_bit_twins(dtype, picture, tmp_path):
+    """uint16 masks are scaled by their range (0..65535 -> 0..255), as 16-bit pictures are; other integer types hold
+    8-bit values. So a blurred 16-bit mask marks what its 8-bit twin marks, and a dark-grey background is refused
+    as its twin is (it used to count as object above 127 of 65535)."""
+    eight_bit = {"blurred": blurred_square(), "dark-grey-background": np.where(square_mask(), 255, 20),
+                 "label-map": label_map(), "zero-one": square_mask()}[picture].astype(np.uint8)
+    if dtype == "int8" and eight_bit.max() > 127:
+        pytest.skip("int8 cannot hold this picture's values")
+    wide = eight_bit.astype(np.uint16) * 257 if dtype == "uint16" else eight_bit.astype(dtype)
+
+    def answer(mask):  # the mask, or the refusal's message
+        try:
+            return images.load_mask(mask, size=(H, W)).tolist()
+        except ValueError as error:
+            return str(error)
+
+    expected = answer(eight_bit)
+    assert answer(wide) == expected
+    if dtype == "uint16":  # and as a 16-bit PNG file, which PIL reads as 32-bit integers
+        Image.fromarray(wide).save(tmp_path / "deep.png")
+        assert Image.open(tmp_path / "deep.png").mode in ("I", "I;16")
+        assert answer(str(tmp_path / "deep.png")) == expected
+    if picture == "dark-grey-background":  # refused: grey 20 with 255 reads as a label map with a 'void' border
+        assert isinstance(expected, str) and "it looks like a label map" in expected
+
+
+def test_wider_integer_masks_with_values_over_255_are_refused():
+    with pytest.raises(ValueError, match=r"^mask holds int32 values up to 1000; the scale of such a mask is unclear"):
+        images.load_mask(square_mask().astype(np.int32) * 1000)
+
+
+def test_supports_are_checked_with_one_wording(tmp_path):
+    image, mask = np.zeros((H, W, 3), np.uint8), square_mask()
+    assert images.load_support(image, mask, 3)[1].sum() == SQUARE
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    cases = [((str(text), mask), "^Support 3's image: 'notes.txt' is not an image file that can be read"),
+             ((image, str(text)), "^Support 3's mask: 'notes.txt' is not an image file that can be read"),
+             ((image, None), "^Support 3 has no mask: paint the object or upload a mask.$"),
+             ((image, np.zeros_like(mask)), "^Support 3: the mask is empty; mark the object on the image.$"),
+             ((image, ~np.zeros_like(mask)), "^Support 3: the mask covers the whole image; mark only the object.$")]
+    for (photo, support_mask), message in cases:
+        with pytest.raises(ValueError, match=message):
+            images.load_support(photo, support_mask, 3)
 
 
 def test_palette_mask_file_reads_indices(tmp_path):

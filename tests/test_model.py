@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fss_demo.model import ConvLSTMCell
+from fss_demo.head import ConvLSTMCell
 
 
 def test_segment_gives_one_mask_per_step_at_query_size(tiny_model, square_episode):
@@ -47,16 +47,20 @@ def test_support_features_are_reused(tiny_model, square_episode, monkeypatch):
 def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
     (query, _), supports = square_episode
     image, mask = supports[0]
-    with pytest.raises(ValueError, match="at least one support"):
+    with pytest.raises(ValueError, match="^supports: give at least one support photo"):
         tiny_model.segment(query, [])
-    with pytest.raises(ValueError, match="empty"):
-        tiny_model.segment(query, [(image, np.zeros_like(mask))])
+    with pytest.raises(ValueError, match="^supports: 11 given; at most 10 are taken.$"):
+        tiny_model.segment(query, [(image, mask)] * 11)
+    with pytest.raises(ValueError, match="^Support 2: the mask is empty; mark the object on the image.$"):
+        tiny_model.segment(query, [(image, mask), (image, np.zeros_like(mask))])
     with pytest.raises(ValueError, match="whole image"):
         tiny_model.segment(query, [(image, np.ones_like(mask))])
     junk = tmp_path / "junk.jpg"
     junk.write_bytes(b"\x00\x01 not a jpeg")
-    with pytest.raises(ValueError, match="not an image"):
+    with pytest.raises(ValueError, match="^The query image: 'junk.jpg' is not an image"):
         tiny_model.segment(str(junk), supports)
+    with pytest.raises(ValueError, match="^Support 1's mask: 'junk.jpg' is not an image"):
+        tiny_model.segment(query, [(image, str(junk))])
     with pytest.raises(ValueError, match="pair"):
         tiny_model.segment(query, [image])
     # a mask of another size is resized, and the model still works after all of the above
@@ -64,27 +68,35 @@ def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
     assert len(tiny_model.segment(query, [(image, small_mask)]).masks) == 1
 
 
-@pytest.mark.parametrize("backbone, prior_levels, max_guidance, lstm_input_kernel",
-                         [("efficientnet_lite0", (0, 1, 2), True, 3), ("mobilenet_v2", (2,), False, 1)])
-def test_architecture_options_are_saved_with_the_model(backbone, prior_levels, max_guidance, lstm_input_kernel,
-                                                       square_episode, tmp_path):
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenet_v2"])
+def test_the_backbone_choice_is_saved_with_the_model(backbone, square_episode, tmp_path):
     from fss_demo import FewShotSegmenter, ModelConfig
 
     (query, _), supports = square_episode
     torch.manual_seed(0)
-    model = FewShotSegmenter(ModelConfig(backbone=backbone, prior_levels=prior_levels, max_guidance=max_guidance,
-                                         lstm_input_kernel=lstm_input_kernel, input_size=64, width=16, hidden=16))
+    model = FewShotSegmenter(ModelConfig(backbone=backbone, input_size=64, width=16, hidden=16))
     model.save_pretrained(tmp_path)
     loaded = FewShotSegmenter.from_pretrained(tmp_path)
-    assert loaded.head.prior_levels == prior_levels and loaded.head.max_guidance == max_guidance
-    assert (loaded.head.lstm.input_gates is not None) == (lstm_input_kernel != 3)
-    assert type(loaded.backbone) is type(model.backbone)
+    assert type(loaded.backbone) is type(model.backbone) and loaded.config == model.config
     np.testing.assert_array_equal(loaded.segment(query, supports).probabilities[-1], model.segment(query, supports).probabilities[-1])
+
+
+def test_masks_of_a_photo_over_2048_pixels_come_back_at_its_own_size(tiny_model, square_episode):
+    from PIL import Image
+
+    (query, _), supports = square_episode
+    big = np.asarray(Image.fromarray(query).resize((3000, 2200)))
+    seg = tiny_model.segment(big, supports)
+    assert all(mask.shape == (2200, 3000) for mask in seg.masks + seg.or_masks)
+    assert seg.probabilities[0].shape == (1502, 2048)  # worked out at 2048 on the longer side
+    shrunk = tiny_model.segment(np.asarray(Image.fromarray(big).resize((2048, 1502), Image.BILINEAR)), supports)
+    np.testing.assert_array_equal(np.asarray(Image.fromarray(shrunk.masks[-1]).resize((3000, 2200), Image.NEAREST)),
+                                  seg.masks[-1])
 
 
 def test_a_support_the_gate_keeps_out_changes_nothing():
     """The decoder reads supports only through the gates: with weight 0 the evidence memory stays as it was."""
-    from fss_demo.model import EvidenceMemory
+    from fss_demo.head import EvidenceMemory
 
     torch.manual_seed(0)
     first, second = torch.rand(2, 5, 6, 6), torch.rand(2, 5, 6, 6)
@@ -110,17 +122,23 @@ def test_forcing_the_input_gate_open_changes_only_later_steps(tiny_model, square
     assert not torch.allclose(forced[1], normal[1])
 
 
-def test_a_config_json_of_run_5s_head_is_refused_with_a_reason(tmp_path, tiny_model):
-    """Run 5's config.json has no `fusion` setting; its weights cannot fit this head, and the error says why."""
+def test_a_config_json_with_retired_settings_loads_only_at_their_one_value(tmp_path, tiny_model):
+    """Settings of earlier versions that now have one value (config.json of fss-demo 0.2): at that value the model
+    loads; at another (run 5's head, a 1x1 ConvLSTM input) the error says why its weights cannot fit."""
     import json
 
     from fss_demo import FewShotSegmenter
 
     tiny_model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
-    del config["fusion"]
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="older 'mean' fusion head"):
+    old = {"fusion": "gated", "lstm_input_kernel": 3, "max_guidance": True, "prior_levels": [1, 2]}
+    (tmp_path / "config.json").write_text(json.dumps({**config, **old}))
+    assert FewShotSegmenter.from_pretrained(tmp_path).config == tiny_model.config
+    (tmp_path / "config.json").write_text(json.dumps({**config, **old, "lstm_input_kernel": 1}))
+    with pytest.raises(ValueError, match="sets lstm_input_kernel=1: this version has only lstm_input_kernel=3"):
+        FewShotSegmenter.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({**config, "colour": "red"}))
+    with pytest.raises(ValueError, match=r"settings this version does not know: \['colour'\]"):
         FewShotSegmenter.from_pretrained(tmp_path)
 
 
@@ -130,7 +148,7 @@ def test_supports_may_be_any_iterable_up_to_the_cap(tiny_model, square_episode):
     np.testing.assert_array_equal(from_generator.probabilities[-1], tiny_model.segment(query, supports).probabilities[-1])
     from fss_demo import MAX_SUPPORTS
 
-    with pytest.raises(ValueError, match=f"11 supports given; at most {MAX_SUPPORTS}"):
+    with pytest.raises(ValueError, match=f"^supports: 11 given; at most {MAX_SUPPORTS} are taken.$"):
         tiny_model.segment(query, [supports[0]] * (MAX_SUPPORTS + 1))
     with pytest.raises(ValueError, match=r"supports: expected a list of \(image, mask\) pairs"):
         tiny_model.segment(query, supports[0][0])
@@ -139,7 +157,7 @@ def test_supports_may_be_any_iterable_up_to_the_cap(tiny_model, square_episode):
 def test_a_support_the_admission_gate_keeps_out_leaves_state_and_answer_unchanged():
     """Admission 0: the ConvLSTM neither writes nor forgets, and the memory adds nothing, so the step's answer
     is the previous step's; admission 1 is the plain ConvLSTM step."""
-    from fss_demo.model import ConvLSTMCell
+    from fss_demo.head import ConvLSTMCell
 
     torch.manual_seed(0)
     cell = ConvLSTMCell(4, 8)
@@ -205,7 +223,7 @@ def test_leave_one_out_runs_the_head_without_each_support(tiny_model, square_epi
 def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
     """The admission gate's in-mask and out-of-mask similarity statistics are the means, over the support's mask and
     its outside, of the support picture's cosine map to the remembered prototype (computed without the map)."""
-    from fss_demo.model import (EvidenceMemory, agreement, cosine_map, masked_average, prototype_features,
+    from fss_demo.head import (EvidenceMemory, agreement, cosine_map, masked_average, prototype_features,
                                 resize_mask, support_prototypes)
 
     torch.manual_seed(0)

@@ -1,8 +1,9 @@
 """`pip install .` gives a working package: a wheel built from this tree, installed into a fresh virtual
-environment (its dependencies come from this environment's site-packages, so nothing is downloaded), imports,
+environment (its dependencies come from this interpreter's site-packages, so nothing is downloaded), imports,
 loads a saved model folder and segments, and says clearly that it has no bundled weights."""
 import os
 import shutil
+import site
 import subprocess
 import sys
 
@@ -38,10 +39,14 @@ def test_wheel_installs_and_works_in_a_fresh_venv(tmp_path, tiny_model):
          str(source)])
     wheel = next((tmp_path / "dist").glob("fss_demo-*.whl"))
     venv = tmp_path / "venv"
-    # --without-pip: the venv's own old pip and setuptools would shadow this environment's (torch needs a new
-    # setuptools); the system pip, seen through --system-site-packages, installs into the venv all the same.
-    run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
+    # The nested environment sees this interpreter's own site-packages through a .pth file (so nothing is downloaded,
+    # and it works from a plain venv as from a system Python); pip comes from there too. Its own site-packages come
+    # first, so the installed wheel is what gets imported.
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = str(venv / "bin" / "python")
+    nested = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).strip()
+    with open(os.path.join(nested, "parent_environment.pth"), "w") as f:
+        f.write("\n".join(site.getsitepackages()) + "\n")
     run([python, "-m", "pip", "install", "--no-index", str(wheel)])  # declared dependencies must all be met here
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FSS_DEMO_WEIGHTS")}
     out = run([python, "-c", USE_INSTALLED, str(tmp_path / "model")], cwd=str(tmp_path), env=env)

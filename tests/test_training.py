@@ -10,7 +10,7 @@ from fss_demo import evaluate, train
 def test_train_resume_and_evaluate(labelmap_root, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     common = ["--data", labelmap_root, "--out", str(out), "--cache", str(cache), "--input-size", "64",
-              "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained"]
+              "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained", "--share"]
     torch.manual_seed(0)
     train.main(common + ["--iterations", "5", "--stop-after", "3"])  # as if interrupted
     assert torch.load(out / "checkpoint.pt", weights_only=True)["iteration"] == 3
@@ -47,12 +47,12 @@ def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_r
     """--bf16 runs the forward pass in bfloat16 (the first loss moves a little off float32's), while the saved
     model stays float32."""
     first_losses = {}
-    for name, extra in (("fp32", []), ("bf16", ["--bf16"])):
+    for name, extra in (("fp32", ["--no-bf16"]), ("bf16", ["--bf16"])):
         out = tmp_path / name
         torch.manual_seed(0)
         train.main(["--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"), "--input-size", "64",
                     "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained",
-                    "--iterations", "2"] + extra)
+                    "--iterations", "2", "--share"] + extra)
         first_losses[name] = float((out / "log.csv").read_text().splitlines()[0].split(",")[1])
         model = fss_demo.load_model(str(out / "model"))
         assert all(p.dtype == torch.float32 for p in model.parameters())
@@ -72,7 +72,7 @@ def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "fss_demo.train", "--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"),
                "--input-size", "64", "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2",
-               "--iterations", "4", "--threads", "1", "--device", "cpu", "--no-pretrained"]
+               "--iterations", "4", "--threads", "1", "--device", "cpu", "--no-pretrained", "--share"]
     env = {**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -82,8 +82,7 @@ def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
     assert fss_demo.load_model(str(out / "model")).config.width == 16
 
 
-def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in(monkeypatch):
-    from fss_demo import train
+def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in():
     from fss_demo.train import gate_loss
 
     admissions = [torch.ones(2, 1, 1, 1), torch.tensor([0.9, 0.2]).view(2, 1, 1, 1), torch.full((2, 1, 1, 1), 0.5)]
@@ -92,10 +91,6 @@ def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in(monke
     expected = -(log(torch.tensor(0.9)) + log(torch.tensor(0.8)) + log(torch.tensor(0.5)) * 2) / 4
     torch.testing.assert_close(gate_loss(admissions, corrupted), expected)
     assert float(gate_loss(admissions[:1], {})) == 0
-    # A kind without a target is left out of the loss.
-    monkeypatch.setitem(train.GATE_TARGETS, "small_patch", None)
-    expected = -(log(torch.tensor(0.9)) + log(torch.tensor(0.8)) + log(torch.tensor(0.5))) / 3
-    torch.testing.assert_close(gate_loss(admissions, corrupted), expected)
 
 
 def test_fixed_shares_of_episodes_per_set(labelmap_root):
@@ -113,3 +108,31 @@ def test_fixed_shares_of_episodes_per_set(labelmap_root):
     assert abs(drawn[2] - 0.3) < 0.03 and abs(drawn[0] - 0.35) < 0.03
     with pytest.raises(ValueError, match="leave room"):
         EpisodeMix(samplers, shares={0: 0.6, 1: 0.5})
+
+
+def test_the_defaults_are_the_published_recipe(tmp_path):
+    """`python -m fss_demo.train --data ... --out ...` trains with the recipe of the bundled weights (their
+    training.json) into a model of their config, and saves the recipe beside the model."""
+    import dataclasses
+    import os
+
+    from fss_demo import ModelConfig
+    from fss_demo.hub import BUNDLED_WEIGHTS
+
+    recipe, model_config, _ = train.parse_arguments(["--data", "a", "b", "--out", str(tmp_path)])
+    with open(os.path.join(BUNDLED_WEIGHTS, "training.json")) as f:
+        published = json.load(f)
+    assert {**dataclasses.asdict(recipe), "data": published["data"]} == published
+    assert model_config == ModelConfig() == fss_demo.load_model().config
+    recipe, _, _ = train.parse_arguments(["--data", "a", "--out", "b", "--share", "--no-bf16", "--iterations", "7"])
+    assert recipe.shares == {} and not recipe.bf16 and recipe.iterations == 7
+
+
+def test_a_trained_model_carries_its_recipe(labelmap_root, tmp_path):
+    out = tmp_path / "run"
+    train.main(["--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"), "--input-size", "64",
+                "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained", "--share",
+                "--iterations", "1"])
+    saved = json.loads((out / "model" / "training.json").read_text())
+    assert saved["iterations"] == 1 and saved["shares"] == {} and saved["data"] == ["toyset"]
+    assert fss_demo.load_model(str(out / "model")).recipe == saved

@@ -49,23 +49,19 @@ class EpisodeSampler:
 
 
 class EpisodeMix:
-    """Training episodes from several data sets. balance="classes": a class uniformly from the union of their
-    classes; "sets": a data set uniformly, then one of its classes (each collection weighs the same).
+    """Training episodes from several data sets: a class uniformly from the union of their classes.
     shares: {set index: share of all episodes} for sets that get a fixed share (e.g. the composites); the other
-    sets share the rest as `balance` says."""
+    sets share the rest."""
 
-    def __init__(self, samplers, balance="classes", shares=None):
-        if balance not in ("classes", "sets"):
-            raise ValueError(f"balance must be 'classes' or 'sets', not {balance!r}")
+    def __init__(self, samplers, shares=None):
         self.samplers = list(samplers)
         self.shares = dict(shares or {})
         if sum(self.shares.values()) >= 1 or any(s < 0 for s in self.shares.values()):
             raise ValueError(f"the fixed shares {self.shares} must be >= 0 and leave room for the other sets")
-        self.rest = [s for s in range(len(self.samplers)) if s not in self.shares]
-        if not self.rest:
+        rest = [s for s in range(len(self.samplers)) if s not in self.shares]
+        if not rest:
             raise ValueError("every set has a fixed share: leave at least one to share the rest")
-        self.classes = [(s, c) for s in self.rest for c in self.samplers[s].class_ids]
-        self.balance = balance
+        self.classes = [(s, c) for s in rest for c in self.samplers[s].class_ids]
 
     def draw(self, rng):
         """(index of the data set, episode)."""
@@ -74,9 +70,6 @@ class EpisodeMix:
             if pick < share:
                 return index, self.samplers[index].draw(rng)
             pick -= share
-        if self.balance == "sets":
-            index = self.rest[int(rng.integers(len(self.rest)))]
-            return index, self.samplers[index].draw(rng)
         index, class_id = self.classes[rng.integers(len(self.classes))]
         return index, self.samplers[index].draw(rng, class_id)
 

@@ -1,0 +1,358 @@
+"""The trainable head of the A-MCG-style segmenter, read top to bottom: similarity maps (the training-free cues), the
+ConvLSTM cell, the gated evidence memory, the admission gate, then `FusionHead`, which feeds supports one at a time.
+It works on backbone features; `fss_demo.model.FewShotSegmenter` owns the backbone and the user-facing API.
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------------------------
+# Similarity maps: class-agnostic cues that transfer to unseen classes (PANet / PFENet style)
+
+
+def masked_average(features, mask):
+    """(N, C, h, w), (N, 1, h, w) -> (N, C): the mean feature under a soft mask."""
+    # einsum: a batched matrix product, without the (N, C, h, w) product in memory
+    return torch.einsum("nchw,nhw->nc", features, mask[:, 0]) / mask.sum((2, 3)).clamp_min(1e-6)
+
+
+def cosine_map(features, vector):
+    """Cosine similarity of every pixel of (N, C, h, w) to a vector (N, C) -> (N, 1, h, w)."""
+    return unit_cosine_map(F.normalize(features, dim=1), vector)
+
+
+def unit_cosine_map(unit_features, vector):
+    """cosine_map of features already normalised per pixel: the query's maps are normalised once per episode,
+    not at every step and cue (that was a tenth of a training step)."""
+    return torch.einsum("nchw,nc->nhw", unit_features, F.normalize(vector, dim=1))[:, None]
+
+
+def resize_mask(mask, features):
+    """(N, 1, H, W) soft mask -> share of object under each feature cell."""
+    return F.adaptive_avg_pool2d(mask, features.shape[-2:])
+
+
+def level_guidance(query_unit, support, mask, with_prior=True):
+    """Maps at one backbone level: cosine to the object prototype, cosine to the background prototype,
+    and the prior (PFENet): each query pixel's best cosine to any support pixel on the object, min-max scaled.
+    query_unit: the query's map normalised per pixel (F.normalize(query, dim=1))."""
+    object_prototype = masked_average(support, mask)
+    background_prototype = masked_average(support, 1 - mask)
+    cosines = [unit_cosine_map(query_unit, object_prototype), unit_cosine_map(query_unit, background_prototype)]
+    if not with_prior:
+        return torch.cat(cosines, 1)
+    pixel_match = torch.einsum("ncq,ncs->nqs", query_unit.flatten(2), F.normalize(support, dim=1).flatten(2))
+    weights = mask.flatten(2)
+    on_object = weights >= 0.5 * weights.amax(-1, keepdim=True).clamp_min(1e-6)  # robust to tiny masks
+    prior = pixel_match.masked_fill(~on_object, -1.0).amax(-1)
+    low, high = prior.amin(-1, keepdim=True), prior.amax(-1, keepdim=True)
+    prior = ((prior - low) / (high - low).clamp_min(1e-6)).view_as(query_unit[:, :1])
+    return torch.cat(cosines + [prior], 1)
+
+
+def prototype_features(levels):
+    """Features of the prototype baseline: stride 8 concatenated with upsampled stride 16."""
+    return torch.cat([levels[0], F.interpolate(levels[1], size=levels[0].shape[-2:], mode="bilinear", align_corners=False)], 1)
+
+
+def object_prototype(support, mask):
+    """The object's mean feature in one support (stride 8 and 16 concatenated): (N, C)."""
+    features = prototype_features(support)
+    return masked_average(features, resize_mask(mask, features))
+
+
+def prototype_baseline(query, supports, masks):
+    """Training-free baseline: cosine to the mean object prototype of supports 1..k, for each k (stride-8 maps)."""
+    query_features = prototype_features(query)
+    prototype_sum, maps = 0, []
+    for k, (support, mask) in enumerate(zip(supports, masks), start=1):
+        prototype_sum = prototype_sum + object_prototype(support, mask)
+        maps.append(cosine_map(query_features, prototype_sum / k))
+    return maps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ConvLSTM
+
+
+class ConvLSTMCell(nn.Module):
+    """ConvLSTM with per-channel peepholes (any input size works), group-norm on gates and cell, forget bias 1.
+    One convolution over input and state together gives the four gates."""
+
+    def __init__(self, in_channels, hidden, kernel_size=3):
+        super().__init__()
+        self.hidden = hidden
+        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2, bias=False)
+        self.gate_norm = nn.GroupNorm(4, 4 * hidden)  # one group per gate
+        self.cell_norm = nn.GroupNorm(1, hidden)
+        self.peephole = nn.Parameter(torch.zeros(3, hidden, 1, 1))  # input, forget, output
+        with torch.no_grad():
+            self.gate_norm.bias[hidden:2 * hidden].fill_(1.0)  # forget-gate bias 1
+
+    def zero_state(self, x):
+        zeros = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])
+        return zeros, zeros
+
+    def forward(self, x, state, admission=None, open_input_gate=False):
+        """One step. admission: (N, 1, 1, 1) in [0, 1], how far this input is let in at all (see SupportGate): it
+        scales the input gate, and a support it keeps out (0) neither writes nor forgets, so the state stays as it
+        was. open_input_gate: an ablation, the input gate forced to 1 whatever was decided."""
+        h, c = state
+        z = self.gates(torch.cat([x, h], 1))
+        zi, zf, zo, zg = self.gate_norm(z).chunk(4, 1)
+        i = torch.sigmoid(zi + self.peephole[0] * c)
+        f = torch.sigmoid(zf + self.peephole[1] * c)
+        if open_input_gate:
+            i, admission = torch.ones_like(i), None
+        if admission is not None:
+            i = admission * i
+            f = 1 - admission * (1 - f)
+        g = torch.tanh(zg)
+        c_new = f * c + i * g
+        o = torch.sigmoid(zo + self.peephole[2] * c_new)
+        h_new = o * torch.tanh(self.cell_norm(c_new))
+        if admission is not None:
+            h_new = admission * h_new + (1 - admission) * h
+        return (h_new, c_new), {"input_gate": i, "forget_gate": f, "output_gate": o, "candidate": g, "cell": c_new,
+                                "hidden": h_new}
+
+
+class ResidualSpatialAttention(nn.Module):
+    """The authors' final attention ("center RAN"): mask from two pool-down / upsample stages, output (1 + mask) * x."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.down = nn.Sequential(nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True))
+        self.up = nn.Conv2d(channels // 4, channels, 1)
+
+    def forward(self, x):
+        m = self.down(F.max_pool2d(x, 3, 2, 1))
+        m = F.max_pool2d(m, 3, 2, 1)
+        m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return (1 + torch.sigmoid(self.up(m))) * x
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The trainable head
+
+
+# Backbone levels (0, 1, 2 = stride 8, 16, 32) that get a PFENet prior map: PFENet takes it from high-level features.
+PRIOR_LEVELS = (1, 2)
+# Guidance maps: 2 cosine maps at each of the 3 levels, and one prior map per level in PRIOR_LEVELS.
+GUIDANCE_CHANNELS = 6 + len(PRIOR_LEVELS)
+
+
+class EvidenceMemory:
+    """What the decoder knows of supports 1..k beyond the hidden state, all of it written with the **weights the
+    gates set**: the supports' evidence maps (guidance maps and similarity to the object prototype, stride 8),
+    averaged and max-pooled per pixel with the input gate's channel mean there, and their object prototypes
+    (stride 8+16 and stride 32), averaged with the input gate's overall mean. A support the gates keep out (weight
+    0) leaves the memory as it was, so what the gates do is what the model does."""
+
+    def __init__(self, evidence):
+        self.total = torch.zeros_like(evidence)
+        self.weight = torch.zeros_like(evidence[:, :1])
+        self.maximum = None
+        self.prototype_totals = None  # [stride 8+16, stride 32], each (N, C)
+        self.prototype_weight = evidence.new_zeros(evidence.shape[0], 1)
+        self._query_similarity = None
+
+    def add(self, evidence, weight, prototypes=None, prototype_weight=None):
+        """weight: (N, 1, h, w) in [0, 1], the input gate's channel mean at each pixel; prototypes: the support's
+        [stride 8+16, stride 32] object prototypes, averaged in with prototype_weight (N, 1)."""
+        self.total = self.total + weight * evidence
+        self.weight = self.weight + weight
+        # a soft, gated maximum: weight 1 takes max(old, new); weight 0 keeps the old
+        self.maximum = evidence if self.maximum is None else self.maximum + weight * F.relu(evidence - self.maximum)
+        if prototypes is not None:
+            weighted = [prototype_weight * p for p in prototypes]
+            self.prototype_totals = weighted if self.prototype_totals is None else [
+                total + w for total, w in zip(self.prototype_totals, weighted)]
+            self.prototype_weight = self.prototype_weight + prototype_weight
+        self._query_similarity = None
+        return self
+
+    def mean(self):
+        return self.total / self.weight.clamp_min(1e-3)
+
+    def prototypes(self):
+        """The gated mean object prototypes [stride 8+16, stride 32] of the supports so far."""
+        return [total / self.prototype_weight.clamp_min(1e-3) for total in self.prototype_totals]
+
+    def query_similarity(self, query_prototype_units):
+        """The query's cosine to the gated mean object prototype (stride 8+16): the decoder reads it after step k
+        and the admission gate at step k + 1, so it is computed once per step."""
+        if self._query_similarity is None:
+            self._query_similarity = unit_cosine_map(query_prototype_units, self.prototypes()[0])
+        return self._query_similarity
+
+
+def support_prototypes(support, mask):
+    """A support's object prototypes: [stride 8+16 (N, C), stride 32 (N, C)]."""
+    return [object_prototype(support, mask), masked_average(support[2], resize_mask(mask, support[2]))]
+
+
+def pearson(a, b):
+    """Correlation over pixels of two (N, 1, h, w) maps -> (N,)."""
+    a, b = a.flatten(1), b.flatten(1)
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-6)
+
+
+AGREEMENT_FEATURES = 10
+
+
+def agreement(support, mask, memory, query_similarity, remembered_similarity):
+    """How well a new support agrees with the supports the memory holds: (N, AGREEMENT_FEATURES).
+
+    At stride 8+16 and at stride 32: the cosine of the new support's object and background prototypes to the
+    remembered object prototype, and the remembered prototype's mean similarity on the new support's own picture
+    inside and outside its mask (a mask moved off the object, or over-painted, puts the object outside or the
+    background inside); the share of the picture the mask covers (log); and the correlation, over the query, of
+    the new support's similarity map with the remembered one (another class lights up other pixels)."""
+    features = [prototype_features(support), support[2]]
+    stats = []
+    for level, remembered in zip(features, memory.prototypes()):
+        m = resize_mask(mask, level)
+        stats += [F.cosine_similarity(masked_average(level, m), remembered, dim=1),
+                  F.cosine_similarity(masked_average(level, 1 - m), remembered, dim=1)]
+        # the mean over a mask of the picture's cosine map to `remembered`, taken as the masked mean of its unit
+        # features dotted with the unit prototype: the same number, without a map that gradients must cross
+        unit, direction = F.normalize(level, dim=1), F.normalize(remembered, dim=1)
+        stats += [(masked_average(unit, m) * direction).sum(1), (masked_average(unit, 1 - m) * direction).sum(1)]
+    stats.append(mask.mean((1, 2, 3)).clamp_min(1e-4).log() / 5)
+    stats.append(pearson(query_similarity, remembered_similarity))
+    return torch.stack(stats, 1)
+
+
+class SupportGate(nn.Module):
+    """The admission gate: how far support k >= 2 is let into the ConvLSTM (a factor of its input gate), from
+    `agreement` with the supports already in. The first support is always let in: there is nothing to compare."""
+
+    def __init__(self, hidden=32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(AGREEMENT_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        with torch.no_grad():
+            self.net[-1].bias.fill_(2.0)  # start mostly open (0.88): a support is let in until shown bad
+
+    def forward(self, stats):
+        return torch.sigmoid(self.net(stats))[:, :, None, None]  # (N, 1, 1, 1)
+
+
+class FusionHead(nn.Module):
+    """Fuses (support, query) into the ConvLSTM's input, decides how far to let each support in, runs the ConvLSTM
+    and decodes each step from its hidden state and the gated evidence memory."""
+
+    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2):
+        super().__init__()
+        evidence = GUIDANCE_CHANNELS + 1  # guidance maps + similarity to the object prototype
+        # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
+        # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
+        self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
+        self.support_proj = nn.ModuleList(nn.Linear(c, width) for c in level_channels)
+        self.guide_proj = nn.Conv2d(evidence, width, 1)
+        self.feature_dropout = nn.Dropout2d(feature_dropout)
+        self.down = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, stride=2, padding=1))  # stride 8 -> 16
+        self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
+        self.attention = ResidualSpatialAttention(width)
+        self.to_lstm = nn.Conv2d(width, width, 1)
+        self.support_gate = SupportGate()
+        self.lstm = ConvLSTMCell(width, hidden)
+        # The decoder sees the gated mean of supports 1..k's guidance maps and their gated maximum: the mean blurs
+        # a small object that only some supports match well; the maximum keeps it.
+        self.decoder = nn.Sequential(nn.Conv2d(hidden + 2 * GUIDANCE_CHANNELS, 32, 3, padding=1), nn.ReLU(),
+                                     nn.Conv2d(32, 1, 1))
+        # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
+        # (and can always fall back to) the training-free cue.
+        self.similarity_scale = nn.Parameter(torch.tensor(10.0))
+        self.similarity_offset = nn.Parameter(torch.tensor(0.5))
+
+    def evidence(self, query_units, query_prototype_units, support, mask):
+        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, then the cosine to
+        its object prototype (the training-free cue). Also the support's masks at each level. The query's maps
+        come normalised per pixel (see forward)."""
+        masks = [resize_mask(mask, level) for level in support]
+        guidance = [level_guidance(q, s, m, with_prior=level in PRIOR_LEVELS)
+                    for level, (q, s, m) in enumerate(zip(query_units, support, masks))]
+        size8 = query_units[0].shape[-2:]
+        guidance = [F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
+                    else g for g in guidance]
+        similarity = unit_cosine_map(query_prototype_units, object_prototype(support, mask))
+        return torch.cat(guidance + [similarity], 1), masks
+
+    def lstm_input(self, query_projections, support, masks, evidence):
+        """The ConvLSTM's input at stride 16: multi-context guiding of the query (its maps projected by query_proj)
+        by the support and its evidence."""
+        branch = [self.feature_dropout(q) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
+                  for level, (q, s, m) in enumerate(zip(query_projections, support, masks))]
+        x = self.down(branch[0] + self.guide_proj(evidence))
+        for extra in branch[1:]:
+            x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.to_lstm(self.attention(self.mix(x)))
+
+    def decode(self, hidden, memory, query_prototype_units):
+        mean = memory.mean()
+        guidance = torch.cat([mean[:, :-1], memory.maximum[:, :-1]], 1)
+        similarity = memory.query_similarity(query_prototype_units)
+        up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
+        correction = self.decoder(torch.cat([up, guidance], 1))
+        return self.similarity_scale * (similarity - self.similarity_offset) + correction
+
+    def admit(self, support, mask, evidence, memory, query_prototype_units):
+        """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
+        if memory is None:
+            return evidence.new_ones(evidence.shape[0], 1, 1, 1)
+        remembered = memory.query_similarity(query_prototype_units)
+        return self.support_gate(agreement(support, mask, memory, evidence[:, -1:], remembered))
+
+    def step(self, x, support, mask, evidence, state, memory, query_prototype_units, open_gate=False):
+        """One support into the ConvLSTM: (new state, new memory, gates incl. the admission). open_gate forces the
+        input gate to 1 (admission included)."""
+        admission = self.admit(support, mask, evidence, memory, query_prototype_units)
+        state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), admission=admission,
+                                 open_input_gate=open_gate)
+        gates["admission"] = torch.ones_like(admission) if open_gate else admission
+        weight = F.interpolate(gates["input_gate"].mean(1, keepdim=True), size=evidence.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight, support_prototypes(support, mask),
+                                                          gates["input_gate"].mean((1, 2, 3))[:, None])
+        return state, memory, gates
+
+    def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
+        """Feed supports one at a time.
+
+        query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
+        open_gate_at: steps (1-based) whose input gate is forced open (to test that the gates matter).
+        Returns a HeadOutput: the logits after supports 1..k (K maps (N, 1, h8, w8) at stride 8), each support's
+        own 1-shot logits (the same, or [] unless one_shot), per step the gate traces ([] unless trace) and the
+        admission gate's values (K tensors (N, 1, 1, 1), with gradients).
+        """
+        # The query is the same at every step: its maps are normalised (for the cosine cues) and projected once.
+        query_units = [F.normalize(level, dim=1) for level in query]
+        query_prototype_units = F.normalize(prototype_features(query), dim=1)
+        query_projections = [project(level) for project, level in zip(self.query_proj, query)]
+        state, memory, output = None, None, HeadOutput([], [], [], [])
+        for k, (support, mask) in enumerate(zip(supports, masks), start=1):
+            evidence, level_masks = self.evidence(query_units, query_prototype_units, support, mask)
+            x = self.lstm_input(query_projections, support, level_masks, evidence)
+            state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_units,
+                                             open_gate=k in open_gate_at)
+            output.steps.append(self.decode(state[0], memory, query_prototype_units))
+            output.admissions.append(gates["admission"])
+            if one_shot and k == 1:  # step 1 already is the first support alone
+                output.one_shots.append(output.steps[0])
+            elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
+                alone, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_units)
+                output.one_shots.append(self.decode(alone[0], alone_memory, query_prototype_units))
+            if trace:
+                output.traces.append({name: value.detach() for name, value in gates.items()})
+        return output
+
+
+class HeadOutput(NamedTuple):
+    steps: list        # K logit maps (N, 1, h8, w8): after supports 1..k
+    one_shots: list    # K logit maps: support k alone
+    traces: list       # per step {gate name: tensor}, when traced
+    admissions: list   # K (N, 1, 1, 1): how far each support was let in
