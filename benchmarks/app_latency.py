@@ -14,7 +14,6 @@ in them. A script, not a test: the numbers depend on the machine and on what els
 printed with them).
 """
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -24,6 +23,8 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from fss_demo.examples import read_example  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run"]
@@ -84,7 +85,7 @@ def time_requests(url, spec, requests):
     """[{results, everything}] in seconds, for `requests` runs of the example in one browser page."""
     from playwright.sync_api import expect, sync_playwright
 
-    k = len(spec["supports"])
+    k = len(spec.supports)
     timings = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -94,8 +95,8 @@ def time_requests(url, spec, requests):
             if n:
                 page.get_by_role("button", name="Clear all").click()
                 expect(page.locator("#convlstm img")).to_have_count(0, timeout=30_000)
-            page.get_by_role("button", name=spec["title"]).click()
-            expect(page.get_by_text(spec["story"][:40])).to_be_visible(timeout=30_000)
+            page.get_by_role("button", name=spec.title).click()
+            expect(page.get_by_text(spec.story[:40])).to_be_visible(timeout=30_000)
             page.wait_for_function("() => [...document.images].every((img) => img.complete)")
             page.wait_for_timeout(1500)  # and the editors have drawn theirs
             page.evaluate(WATCH_RUN_JS, k)
@@ -116,8 +117,7 @@ def main():
     args = parser.parse_args()
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
-    with open(os.path.join(ROOT, "examples", args.example, "example.json")) as f:
-        spec = json.load(f)
+    spec = read_example(args.example)
 
     load = os.getloadavg()[0]
     process, url, launch = launch_app()
@@ -129,7 +129,7 @@ def main():
 
     print(f"{os.cpu_count()} CPU cores, load average {load:.2f} at the start (1 minute)")
     print(f"launch: python app.py to a served page: {launch:.1f} s")
-    print(f"{spec['title']!r} ({len(spec['supports'])} supports), from the click on Run, in Chromium:")
+    print(f"{spec.title!r} ({len(spec.supports)} supports), from the click on Run, in Chromium:")
     for n, t in enumerate(timings, start=1):
         print(f"  request {n}{' (first after start-up)' if n == 1 else ''}: results on screen {t['results']:.2f} s, "
               f"with the per-support table and the downloads {t['everything']:.2f} s")

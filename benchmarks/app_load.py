@@ -8,7 +8,6 @@ pictures included) and refusals ("Queue is full"), after one warm-up request per
 numbers depend on the machine and on what else runs on it (the clients share it with the app).
 """
 import argparse
-import json
 import os
 import sys
 import threading
@@ -17,25 +16,18 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from app_latency import launch_app  # noqa: E402  (one way to start the app for every benchmark)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXAMPLES = os.path.join(ROOT, "examples")
-SLOTS = 10  # the app's support slots (app.MAX_SUPPORTS); not imported, so that attaching loads no model
+from demo.inputs import Inputs  # noqa: E402  (the /run parameters' order; loads no model)
+from fss_demo.examples import read_example  # noqa: E402
 
 
-def episode_arguments(folder):
-    """The /run endpoint's arguments for an example folder: its supports with their masks, its query and truth."""
+def episode_arguments(name):
+    """The /run endpoint's arguments for a bundled example: its supports with their masks, its query and truth."""
     from gradio_client import handle_file
 
-    with open(os.path.join(folder, "example.json")) as f:
-        spec = json.load(f)
-    path = lambda name: handle_file(os.path.join(folder, name))
-    editor = lambda name: {"background": path(name), "layers": [], "composite": None}
-    supports = [editor(s["image"]) for s in spec["supports"]]
-    masks = [path(s["mask"]) for s in spec["supports"]]
-    pad = lambda items: items + [None] * (SLOTS - len(items))
-    return pad(supports) + pad(masks) + [editor(spec["query"]["image"]), path(spec["query"]["mask"])]
+    return Inputs.of_example(read_example(name), handle_file).values()
 
 
 def user(url, episodes, requests, start, results):
@@ -68,7 +60,7 @@ def main():
 
     process, url = (None, args.url) if args.url else launch_app()[:2]
     try:
-        episodes = [episode_arguments(os.path.join(EXAMPLES, name)) for name in args.examples]
+        episodes = [episode_arguments(name) for name in args.examples]
         warm_up = []  # the first run of a fresh process is slow (allocations, lazy imports): not what users see
         user(url, episodes, len(episodes), threading.Barrier(1), warm_up)
         for outcome, _, message in warm_up:

@@ -1,5 +1,6 @@
 """The launched app over real HTTP: gradio_client through Gradio's preprocessing and the real queue, its MCP server,
 and a real headless Chromium. Screenshots go to tests/artifacts/."""
+import ast
 import json
 import os
 import re
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import MAX_SUPPORTS, PANELS  # /run's inputs and outputs, in order (this loads the model here too)
+from demo.inputs import Inputs
+from fss_demo.examples import read_example  # /run's inputs, in order
+from demo.panels import PANELS  # /run's outputs, in order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
@@ -53,9 +56,9 @@ def server():
 
 
 def example(name="bad_support"):
-    folder = os.path.join(ROOT, "examples", name)
-    with open(os.path.join(folder, "example.json")) as f:
-        return folder, json.load(f)
+    """A bundled example's files: (supports' photos, their masks, ExampleFiles)."""
+    files = read_example(name)
+    return [image for image, _ in files.supports], [mask for _, mask in files.supports], files
 
 
 class App:
@@ -70,19 +73,13 @@ class App:
         """supports, query: file paths (or None); masks, truth: file paths or None."""
         from gradio_client import handle_file
 
-        file = lambda path: None if path is None else handle_file(str(path))
-        editor = lambda path: None if path is None else {"background": file(path), "layers": [], "composite": None}
-        pad = lambda items: list(items) + [None] * (MAX_SUPPORTS - len(items))
-        values = self.client.predict(*pad([editor(p) for p in supports]), *pad([file(p) for p in masks]),
-                                     editor(query), file(truth), api_name="/run")
-        return dict(zip(PANELS, values))
+        inputs = Inputs.of_files(supports, masks, query, truth, file=lambda path: handle_file(str(path)))
+        return dict(zip(PANELS, self.client.predict(*inputs.values(), api_name="/run")))
 
 
 def test_client_runs_an_episode(server):
-    folder, spec = example()
-    path = lambda name: os.path.join(folder, name)
-    supports, masks = [path(s["image"]) for s in spec["supports"]], [path(s["mask"]) for s in spec["supports"]]
-    answer = App(server).run(supports, masks, path(spec["query"]["image"]), path(spec["query"]["mask"]))
+    supports, masks, files = example()
+    answer = App(server).run(supports, masks, files.query, files.truth)
     k = len(supports)
     assert len(answer["supports"]) == len(answer["convlstm"]) == len(answer["logical_or"]) == k
     assert answer["gates"] is not None and len(answer["iou_plot"]["data"]) == 2 * k
@@ -107,14 +104,13 @@ def test_the_segment_endpoint_returns_masks_and_numbers_per_step(server):
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
 
-    folder, spec = example()
-    path = lambda name: handle_file(os.path.join(folder, name))
-    supports, masks = [path(s["image"]) for s in spec["supports"]], [path(s["mask"]) for s in spec["supports"]]
+    photos, mask_files, files = example()
+    supports, masks = [handle_file(p) for p in photos], [handle_file(p) for p in mask_files]
     client = Client(server, verbose=False, ssl_verify=False)
-    convlstm, logical_or, numbers = client.predict(query=path(spec["query"]["image"]), supports=supports,
-                                                   masks=masks, query_mask=path(spec["query"]["mask"]),
+    convlstm, logical_or, numbers = client.predict(query=handle_file(files.query), supports=supports,
+                                                   masks=masks, query_mask=handle_file(files.truth),
                                                    api_name="/segment")
-    k, query = len(supports), Image.open(os.path.join(folder, spec["query"]["image"]))
+    k, query = len(supports), Image.open(files.query)
     assert len(convlstm) == len(logical_or) == len(numbers["steps"]) == k
     read = lambda item: np.asarray(Image.open(item["image"])) > 127
     last, before = read(convlstm[-1]), read(convlstm[-2])
@@ -127,26 +123,93 @@ def test_the_segment_endpoint_returns_masks_and_numbers_per_step(server):
     assert steps[-1]["mask_change_without_it"] == pytest.approx(
         1 - np.logical_and(last, before).sum() / union if union else 0, abs=1e-4)
     with pytest.raises(AppError, match=re.escape("masks: give one mask per support photo (2 photo(s), 1 mask(s)).")):
-        client.predict(query=path(spec["query"]["image"]), supports=supports[:2], masks=masks[:1],
+        client.predict(query=handle_file(files.query), supports=supports[:2], masks=masks[:1],
                        api_name="/segment")
 
 
-def test_the_segment_endpoint_is_an_mcp_tool(server):
+def data_url(path):
+    """A file as a data: URL, as an MCP client sends files to a local app (Gradio fetches no loopback URL)."""
+    import base64
+    import mimetypes
+
+    return f"data:{mimetypes.guess_type(path)[0]};base64," + base64.b64encode(open(path, "rb").read()).decode()
+
+
+def mcp_session(server, work):
+    """Run `work(session)` in a real MCP client session with the app's MCP server; its result."""
     import asyncio
 
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
-    async def list_tools():
+    async def run():
         async with streamable_http_client(server + "gradio_api/mcp/") as (read, write, _):
             async with ClientSession(read, write) as session:
                 await session.initialize()
-                return (await session.list_tools()).tools
+                return await work(session)
 
-    tools = asyncio.run(list_tools())
+    return asyncio.run(run())
+
+
+def test_the_segment_endpoint_is_an_mcp_tool(server):
+    async def list_tools(session):
+        return (await session.list_tools()).tools
+
+    tools = mcp_session(server, list_tools)
     assert [tool.name for tool in tools] == ["segment"]
-    assert list(tools[0].inputSchema["properties"]) == ["query", "supports", "masks", "query_mask"]
-    assert tools[0].description.startswith("Segment in the query the kind of object marked in the supports")
+    schema = tools[0].inputSchema
+    assert list(schema["properties"]) == ["query", "supports", "masks", "query_mask"]
+    assert "$defs" not in json.dumps(schema["properties"])  # a nested $defs is what made every call fail
+    description = tools[0].description
+    assert description.startswith("Segment in the query the kind of object marked in the supports")
+    assert "convlstm_masks: the ConvLSTM's mask after supports 1..k" in description and ";," not in description
+
+
+def test_an_mcp_client_segments_the_bundled_example(server):
+    photos, masks, files = example()
+    arguments = {"query": data_url(files.query), "supports": [data_url(p) for p in photos],
+                 "masks": [data_url(m) for m in masks], "query_mask": data_url(files.truth)}
+
+    async def call(session):
+        return await session.call_tool("segment", arguments)
+
+    result = mcp_session(server, call)
+    assert not result.isError, result.content
+    # one text: the three outputs as a Python literal, the galleries' pictures as URLs on the app
+    convlstm, logical_or, numbers = ast.literal_eval(result.content[0].text)
+    k = len(photos)
+    assert [s["step"] for s in numbers["steps"]] == list(range(1, k + 1)) and numbers["steps"][0]["admission"] == 1.0
+    assert all(0 <= s["iou"] <= 1 for s in numbers["steps"])
+    assert len(convlstm) == len(logical_or) == k
+    urls = [item["image"]["url"] for item in convlstm]
+    final = np.asarray(Image.open(urllib.request.urlopen(urls[-1]))) > 127
+    query = Image.open(files.query)
+    assert final.shape == (query.height, query.width)
+
+
+def test_mcp_calls_with_bad_files_get_a_sentence(server, tmp_path):
+    photos, masks, files = example("good")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a picture")
+    good = {"query": data_url(files.query), "supports": [data_url(photos[0])], "masks": [data_url(masks[0])]}
+    cases = [({**good, "masks": []}, "masks: give one mask per support photo (1 photo(s), 0 mask(s))."),
+             ({**good, "supports": ["data:image/jpeg;base64," + base64_of(text)]},
+              "Support 1's image: 'file.jpg' is not an image file that can be read"),
+             ({**good, "query": server + "gradio_api/file=/tmp/q.jpg"},
+              f"query: the app cannot fetch {server}gradio_api/file=/tmp/q.jpg (a private or loopback address); "
+              "send the file as a data: URL (data:image/png;base64,...) or as a public http(s) URL.")]
+
+    async def call(session):
+        return [await session.call_tool("segment", arguments) for arguments, _ in cases]
+
+    for result, (_, message) in zip(mcp_session(server, call), cases):
+        assert result.isError and message in result.content[0].text, result.content[0].text
+
+
+def base64_of(path):
+    import base64
+
+    return base64.b64encode(open(path, "rb").read()).decode()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -183,9 +246,8 @@ def test_bad_uploads_name_their_slot_and_the_next_request_works(server, bad_file
     from gradio_client.exceptions import AppError
 
     app = App(server)
-    folder, spec = example("good")
-    image, mask = os.path.join(folder, "support1.jpg"), os.path.join(folder, "support1_mask.png")
-    query = os.path.join(folder, "query.jpg")
+    (image, *_), (mask, *_), files = example("good")
+    query = files.query
     for bad, problem in bad_files.items():
         says = lambda slot: rf"{slot}: '{re.escape(os.path.basename(bad))}' {problem}"
         # a bad support is skipped with its reason, and the good one runs
@@ -204,8 +266,8 @@ def test_bad_uploads_name_their_slot_and_the_next_request_works(server, bad_file
 def test_when_no_support_is_left_the_message_says_why_each_was_skipped(server, bad_files, tmp_path):
     from gradio_client.exceptions import AppError
 
-    folder, _ = example("good")
-    image, query = os.path.join(folder, "support1.jpg"), os.path.join(folder, "query.jpg")
+    (image, *_), _, files = example("good")
+    query = files.query
     text_file = next(path for path in bad_files if path.endswith("text.jpg"))
     everything = str(tmp_path / "everything.png")
     Image.new("L", (40, 30), 255).save(everything)
@@ -219,15 +281,14 @@ def test_when_no_support_is_left_the_message_says_why_each_was_skipped(server, b
 
 
 def test_label_map_and_palette_masks_are_accepted(server, tmp_path):
-    folder, spec = example("good")
-    path = lambda name: os.path.join(folder, name)
+    photos, masks, files = example("good")
     label_map, palette = str(tmp_path / "labels.png"), str(tmp_path / "palette.png")
-    object_1 = np.asarray(Image.open(path("support1_mask.png"))) > 127
+    object_1 = np.asarray(Image.open(masks[0])) > 127
     Image.fromarray(object_1.astype(np.uint8)).save(label_map)  # 0/1: black to the eye
-    indexed = Image.fromarray((np.asarray(Image.open(path("support2_mask.png"))) > 127).astype(np.uint8) * 2)
+    indexed = Image.fromarray((np.asarray(Image.open(masks[1])) > 127).astype(np.uint8) * 2)
     indexed.putpalette([0, 0, 0, 0, 0, 0, 128, 0, 0] + [0] * 759)  # index 2 = object, dark red
     indexed.save(palette)
-    answer = App(server).run([path("support1.jpg"), path("support2.jpg")], [label_map, palette], path("query.jpg"))
+    answer = App(server).run(photos[:2], [label_map, palette], files.query)
     assert answer["summary"] == "Ran 2 support(s): 1, 2."
 
 
@@ -248,10 +309,9 @@ def iou_of(caption):
 def test_exif_rotated_and_16_bit_queries_give_the_answer_of_the_plain_file(server, tmp_path):
     """The query stored lying on its side with an EXIF tag that stands it up (as phones do), and as a 16-bit PNG:
     the masks line up with the picture as shown (the true mask is the upright one), as when a browser sends it."""
-    folder, spec = example("good")
-    path = lambda name: os.path.join(folder, name)
-    supports, masks = [path(s["image"]) for s in spec["supports"][:2]], [path(s["mask"]) for s in spec["supports"][:2]]
-    upright = Image.open(path("query.jpg"))
+    photos, mask_files, files = example("good")
+    supports, masks = photos[:2], mask_files[:2]
+    upright = Image.open(files.query)
     assert upright.width != upright.height  # a quarter turn shows in the shape
     plain, rotated, grey, deep = (str(tmp_path / name) for name in ("plain.png", "rotated.jpg", "grey.png", "deep.png"))
     upright.save(plain)
@@ -262,7 +322,7 @@ def test_exif_rotated_and_16_bit_queries_give_the_answer_of_the_plain_file(serve
     Image.fromarray(np.asarray(upright.convert("L"), dtype=np.uint16) * 257).save(deep)  # the same grey in 16 bits
 
     app = App(server)
-    run = lambda query: last_prediction(app.run(supports, masks, query, path(spec["query"]["mask"])))
+    run = lambda query: last_prediction(app.run(supports, masks, query, files.truth))
     (expected, expected_iou), (seen, iou) = run(plain), run(rotated)
     assert seen.shape == expected.shape
     assert np.abs(seen.astype(int) - expected).mean() < 6  # JPEG noise; a mask off by a turn differs by far more
@@ -293,18 +353,18 @@ def page(server):
         browser.close()
 
 
-def load_example_and_run(page, spec, query=None):
+def load_example_and_run(page, files, query=None):
     """Click the example's button, optionally replace its query by uploading a file, press Run, wait for k rows."""
     from playwright.sync_api import expect
 
-    page.get_by_role("button", name=spec["title"]).click()
-    expect(page.get_by_text(spec["story"][:40])).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name=files.title).click()
+    expect(page.get_by_text(files.story[:40])).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1500)  # the editors draw their images
     if query:
         page.locator("#query input[type=file]").set_input_files(query)
         page.wait_for_timeout(1500)
     page.locator("#run").click()
-    k = len(spec["supports"])
+    k = len(files.supports)
     expect(page.locator("#convlstm img")).to_have_count(k, timeout=120_000)
     expect(page.locator("#or img")).to_have_count(k, timeout=30_000)
 
@@ -313,12 +373,12 @@ def load_example_and_run(page, spec, query=None):
 def test_browser_runs_an_example_with_each_supports_effect_order_and_downloads(page):
     from playwright.sync_api import expect
 
-    folder, spec = example()
-    k = len(spec["supports"])
+    _, _, files = example()
+    k = len(files.supports)
     uploads = []  # during Run: the browser sends each editor's picture once (Gradio 6.31 re-sent them many times)
     page.on("request", lambda r: uploads.append(r.url) if r.method == "POST" and "/upload" in r.url else None)
-    page.get_by_role("button", name=spec["title"]).click()
-    expect(page.get_by_text(spec["story"][:40])).to_be_visible(timeout=30_000)
+    page.get_by_role("button", name=files.title).click()
+    expect(page.get_by_text(files.story[:40])).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1500)  # the editors draw their images
     uploads.clear()
     page.locator("#run").click()
@@ -342,7 +402,7 @@ def test_browser_runs_an_example_with_each_supports_effect_order_and_downloads(p
     page.screenshot(path=os.path.join(ARTIFACTS, "app_effects.png"))  # what a laptop screen shows there
 
     # the downloads: the final mask as a PNG at the query's size, and the whole run as one picture
-    query = Image.open(os.path.join(folder, spec["query"]["image"]))
+    query = Image.open(files.query)
     with page.expect_download() as download:
         page.locator("#mask-download").click()
     mask = np.asarray(Image.open(download.value.path()))
@@ -380,19 +440,17 @@ def test_browser_runs_an_example_with_each_supports_effect_order_and_downloads(p
 @needs_chromium
 def test_browser_and_client_agree_on_an_exif_rotated_query(server, page, tmp_path):
     """The browser shows (and sends) the photo stood up; the client sends the file as it is: same scores."""
-    folder, spec = example()
-    path = lambda name: os.path.join(folder, name)
+    photos, masks, files = example()
     rotated = str(tmp_path / "rotated.jpg")
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: turn 90 degrees clockwise to show
-    Image.open(path(spec["query"]["image"])).transpose(Image.Transpose.ROTATE_90).save(rotated, exif=exif, quality=97)
+    Image.open(files.query).transpose(Image.Transpose.ROTATE_90).save(rotated, exif=exif, quality=97)
 
-    load_example_and_run(page, spec, query=rotated)
+    load_example_and_run(page, files, query=rotated)
     in_browser = [iou_of(caption) for caption in page.locator("#convlstm").inner_text().splitlines() if "IoU" in caption]
-    answer = App(server).run([path(s["image"]) for s in spec["supports"]], [path(s["mask"]) for s in spec["supports"]],
-                             rotated, path(spec["query"]["mask"]))
+    answer = App(server).run(photos, masks, rotated, files.truth)
     from_client = [iou_of(item["caption"]) for item in answer["convlstm"]]
-    assert len(in_browser) == len(from_client) == len(spec["supports"])
+    assert len(in_browser) == len(from_client) == len(files.supports)
     # within a point: the browser's JPEG decoder and PIL's differ by a grey level here and there
     assert all(abs(a - b) <= 1 for a, b in zip(in_browser, from_client)), (in_browser, from_client)
     assert min(from_client) > 40  # and the scores are those of a mask on the upright picture

@@ -1,0 +1,43 @@
+// The page's events that run in the browser (demo/gradio_fixes.py, items 3 and 4, says why they do): loading an
+// example, adding a support slot, clearing, and Run's copy of the editors into their hidden twins. Gradio runs this
+// function once when the page loads (launch(js=...)); each event's js= calls one of these.
+() => {
+  const update = (fields) => ({__type__: "update", ...fields});
+  const addButton = (shown, slots) => shown === slots
+    ? update({value: `${slots} supports is the most this demo takes`, interactive: false})
+    : update({value: "Add a support", interactive: true});
+
+  window.fssDemo = {
+    // FileData (as_file_data) with the address the browser fetches it from
+    withUrls(value) {
+      const root = window.gradio_config.root.replace(/\/+$/, "");
+      const walk = (v) => Array.isArray(v) ? v.map(walk) : (v && typeof v === "object")
+        ? (v.meta && v.meta._type === "gradio.FileData"
+           ? {...v, url: `${root}/gradio_api/file=${v.path.split("/").map(encodeURIComponent).join("/")}`}
+           : Object.fromEntries(Object.entries(v).map(([key, item]) => [key, walk(item)])))
+        : v;
+      return walk(value);
+    },
+
+    // Outputs [...values' components, ...support columns, column count, "Add a support"]: puts in `values` and
+    // shows `shown` support columns. Only the columns that change are updated (an updated column makes the browser
+    // re-send its editors' pictures); `undefined` leaves an output as it is.
+    show(count, values, shown, slots) {
+      const columns = Array.from({length: slots}, (_, i) =>
+        (i < shown) === (i < count) ? undefined : update({visible: i < shown}));
+      return [...this.withUrls(values), ...columns, shown, addButton(shown, slots)];
+    },
+
+    // Outputs [...support columns, column count, "Add a support"]: one more column.
+    addSupport(count, slots) {
+      const shown = Math.min(count + 1, slots);
+      const columns = Array.from({length: slots}, (_, i) => i === shown - 1 ? update({visible: true}) : undefined);
+      return [...columns, shown, shown === slots ? addButton(shown, slots) : undefined];
+    },
+
+    // Run: the editors' values (already uploaded by the browser) into their hidden twins
+    copy(...values) {
+      return values;
+    },
+  };
+}
