@@ -1,4 +1,4 @@
-"""How fast the app answers, as a visitor sees it (issue 11, item 5).
+"""How fast the app answers, as a visitor sees it.
 
     python benchmarks/app_latency.py                         # launches app.py on a free port; 4 requests
     python benchmarks/app_latency.py --requests 6 --example good

@@ -7,6 +7,23 @@
     ? update({value: `${slots} supports is the most this demo takes`, interactive: false})
     : update({value: "Add a support", interactive: true});
 
+  // Image editors (by element id) whose last chosen file the browser could not decode: the editor drops such a file
+  // and would send no photo at all ("has a mask but no image"); Run sends the file itself, so the server can say
+  // what it is. Cleared when a file decodes, or when the page is cleared or an example loaded.
+  const unreadable = {};
+  document.addEventListener("change", async (event) => {
+    const input = event.target;
+    const editor = input.type === "file" && input.files.length && input.closest(".photo-editor");
+    if (!editor) return;
+    const file = input.files[0];
+    try {
+      (await createImageBitmap(file)).close();
+      delete unreadable[editor.id];
+    } catch {
+      unreadable[editor.id] = file;
+    }
+  }, true);
+
   window.fssDemo = {
     // FileData (as_file_data) with the address the browser fetches it from
     withUrls(value) {
@@ -23,6 +40,7 @@
     // shows `shown` support columns. Only the columns that change are updated (an updated column makes the browser
     // re-send its editors' pictures); `undefined` leaves an output as it is.
     show(count, values, shown, slots) {
+      for (const id of Object.keys(unreadable)) delete unreadable[id];
       const columns = Array.from({length: slots}, (_, i) =>
         (i < shown) === (i < count) ? undefined : update({visible: i < shown}));
       return [...this.withUrls(values), ...columns, shown, addButton(shown, slots)];
@@ -35,9 +53,19 @@
       return [...columns, shown, shown === slots ? addButton(shown, slots) : undefined];
     },
 
-    // Run: the editors' values (already uploaded by the browser) into their hidden twins
-    copy(...values) {
-      return values;
+    // Run: the editors' values (already uploaded by the browser) into their hidden twins; `ids`: the editors'
+    // element ids, in the order of `values`. A file the editor could not show is uploaded here and sent as the photo.
+    async copy(ids, values) {
+      const root = window.gradio_config.root.replace(/\/+$/, "");
+      return Promise.all(values.map(async (value, i) => {
+        const file = unreadable[ids[i]];
+        if (!file || (value && value.background)) return value;
+        const form = new FormData();
+        form.append("files", file);
+        const [path] = await (await fetch(`${root}/gradio_api/upload`, {method: "POST", body: form})).json();
+        return {background: {path, orig_name: file.name, meta: {_type: "gradio.FileData"}}, layers: [],
+                composite: null};
+      }));
     },
   };
 }

@@ -19,11 +19,12 @@ BRUSH = gr.Brush(colors=["#e61e1e"], default_color="#e61e1e", color_mode="fixed"
 def photo_editor(label, height, show_label=True, elem_id=None, visible=True):
     return receive_files(gr.ImageEditor(label=label, show_label=show_label, type="filepath", brush=BRUSH, layers=False,
                                         transforms=(), format="png", height=height, sources=("upload", "clipboard"),
-                                        elem_id=elem_id, visible=visible))
+                                        elem_id=elem_id, elem_classes=["photo-editor"], visible=visible))
 
 
-def mask_upload(label):
-    return receive_files(gr.Image(label=label, type="filepath", format="png", height=150, sources=("upload",)))
+def mask_upload(label, elem_id=None):
+    return receive_files(gr.Image(label=label, type="filepath", format="png", height=150, sources=("upload",),
+                                  elem_id=elem_id))
 
 
 def gallery(label, elem_id, columns=5, height=180):
@@ -55,8 +56,9 @@ def build_demo():
             for i in range(SLOTS):
                 with gr.Column(visible=i < FIRST_SHOWN, min_width=220) as column:
                     gr.Markdown(f"**Support {i + 1}**")  # in a narrow editor the toolbar hides its label
-                    editors.append(photo_editor(f"Support {i + 1}", 300, show_label=False))
-                    mask_files.append(mask_upload(f"Support {i + 1}'s mask"))
+                    editors.append(photo_editor(f"Support {i + 1}", 300, show_label=False,
+                                                elem_id=f"support-editor-{i + 1}"))
+                    mask_files.append(mask_upload(f"Support {i + 1}'s mask", elem_id=f"support-mask-{i + 1}"))
                 columns.append(column)
         with gr.Row():
             add = gr.Button("Add a support", size="sm")
@@ -122,7 +124,8 @@ def build_demo():
 
         # The loading animation on one panel per event, not on every output: each animated panel is repainted
         # every frame, and on 2 cores the browser's painting is much of the wait for an answer.
-        go.click(None, editors + [query], twins + [query_twin], js="(...values) => window.fssDemo.copy(...values)"
+        copy = f"(...values) => window.fssDemo.copy({json.dumps([e.elem_id for e in editors + [query]])}, values)"
+        go.click(None, editors + [query], twins + [query_twin], js=copy
                  ).then(handlers.run, read_by_run.values(), outputs(PANELS) + [page_run],
                         show_progress_on=panels["convlstm"], api_name="run", api_visibility="undocumented",  # tests
                         **model_event

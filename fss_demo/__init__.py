@@ -1,5 +1,6 @@
 """fss-demo: few-shot semantic segmentation with ConvLSTM support fusion, after A-MCG (Hu et al., AAAI 2019)."""
 from .hub import load_model
-from .model import MAX_SUPPORTS, FewShotSegmenter, ModelConfig, Segmentation
+from .images import MAX_SUPPORTS
+from .model import FewShotSegmenter, ModelConfig, Segmentation
 
 __all__ = ["MAX_SUPPORTS", "FewShotSegmenter", "ModelConfig", "Segmentation", "load_model"]

@@ -22,7 +22,6 @@ from torch import nn
 from . import images
 from .backbone import backbone_spec, build_backbone
 from .head import FusionHead
-from .images import MAX_SUPPORTS
 
 
 def default_device():

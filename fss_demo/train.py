@@ -14,7 +14,6 @@ episodes per step.
 """
 import argparse
 import dataclasses
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,8 +33,8 @@ from .model import FewShotSegmenter, ModelConfig, default_device
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How the head is trained. The defaults are the published recipe (weights/training.json; NOTES.md, run 20);
-    saved beside every trained model as training.json."""
+    """How the head is trained. The defaults are the published recipe (weights/training.json; NOTES.md tells how it
+    was chosen); saved beside every trained model as training.json."""
     shots: int = 5                  # supports per training episode (the k-loss scores every step)
     batch: int = 8                  # episodes per step in each process
     iterations: int = 2400
@@ -152,7 +151,8 @@ def parse_arguments(argv=None):
     architecture.add_argument("--backbone", default=model.backbone, help="mobilenet_v2 or efficientnet_lite0")
     architecture.add_argument("--width", type=int, default=model.width)
     architecture.add_argument("--hidden", type=int, default=model.hidden)
-    architecture.add_argument("--input-size", type=int, default=model.input_size, help="side of the square network input")
+    architecture.add_argument("--input-size", type=int, default=model.input_size,
+                              help="side of the square network input")
     training = parser.add_argument_group("the recipe (TrainConfig; the defaults are the published one's)")
     for name in ("shots", "batch", "iterations", "lr", "weight_decay", "loss_size", "dice_weight",
                  "corrupt_probability", "gate_loss_weight", "seed"):

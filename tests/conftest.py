@@ -61,3 +61,11 @@ def square_episode():
         image, labels = blob_image(rng, (60 + 4 * n, 80), [(1, (10 + n, 12, 40 + n, 45))])
         pairs.append((image, labels == 1))
     return pairs[0], pairs[1:]
+
+
+@pytest.fixture(scope="session")
+def server():
+    """The app, launched once for every test that reaches it over HTTP: its URL."""
+    from .live import launched_app
+
+    yield from launched_app()
