@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from fss_demo.datasets import EpisodeSampler, LabelMapDataset, open_dataset, training_split
-from fss_demo.datasets.composites import SHARE_RANGE, build_composites, catalog, label_table, plan
+from fss_demo.datasets.composites import (CLUTTER_DISTRACTORS, CLUTTER_INSTANCES, CLUTTER_SCALE, CLUTTER_SPREAD,
+                                          SHARE_RANGE, build_composites, catalog, label_table, plan)
 from fss_demo.datasets.episodes import MIN_SHARE
 from fss_demo.datasets.splits import NOVEL_CLASSES
 
@@ -78,8 +79,9 @@ def novel_names():
 
 
 def test_layout_and_hold_out(built):
-    train_dir, val_dir = built
-    train, val = open_dataset(train_dir), open_dataset(val_dir)
+    train_dir, val_dir, clutter_dir = built
+    train, val, clutter = open_dataset(train_dir), open_dataset(val_dir), open_dataset(clutter_dir)
+    assert clutter.class_names == val.class_names and 0 < len(clutter.ids) <= 3 * 4
     assert isinstance(train, LabelMapDataset) and isinstance(val, LabelMapDataset)
     assert sorted(train.class_names.values()) == [
         "caltech_pseudo/accordion", "caltech_pseudo/ant", "caltech_pseudo/barrel", "camvid/building", "camvid/road",
@@ -116,7 +118,7 @@ def test_held_out_pixels_of_backgrounds(shared):
 
 def test_every_target_is_large_enough_and_objects_in_scale(built):
     seen_distractor = False
-    for folder in built:
+    for folder in built[:2]:
         dataset = open_dataset(folder)
         ids = {name: c for c, name in dataset.class_names.items()}
         for image_id, record in records(folder).items():
@@ -135,6 +137,25 @@ def test_every_target_is_large_enough_and_objects_in_scale(built):
                 assert all(o["class"] == "ccp/person" or not o["class"].startswith("ccp/") for o in record["objects"])
         EpisodeSampler(dataset, sorted(dataset.class_names), dataset.ids, shots=1).episodes(5)
     assert seen_distractor
+
+
+def test_cluttered_scenes_have_many_objects_at_a_scale_of_their_own(shared, tmp_path):
+    """clutter_val: 1 to 30 instances of the target and up to 8 distractors, each object near its picture's own
+    scale (0.4% to 6% of it), every target still large enough in all for an episode."""
+    folders = build_composites(shared, str(tmp_path / "more"), per_class=1, val_per_class=12, size=SIZE, seed=0)
+    dataset, counts, scales = open_dataset(folders[2]), [], []
+    ids = {name: c for c, name in dataset.class_names.items()}
+    for image_id, record in records(folders[2]).items():
+        assert (dataset.labels(image_id) == ids[record["target"]]).mean() >= MIN_SHARE
+        targets = [o["share"] for o in record["objects"] if o["role"] == "target"]
+        counts.append(len(targets))
+        assert CLUTTER_INSTANCES[0] <= len(targets) <= CLUTTER_INSTANCES[1]
+        assert sum(o["role"] == "distractor" for o in record["objects"]) <= CLUTTER_DISTRACTORS[1]
+        low, high = CLUTTER_SCALE[0] * np.exp(-CLUTTER_SPREAD), CLUTTER_SCALE[1] * np.exp(CLUTTER_SPREAD)
+        assert all(0.5 * low <= o["share"] <= 1.1 * high for o in record["objects"])
+        scales.append(np.median(targets))
+    assert max(counts) >= 4 and min(counts) < max(counts)  # many instances, and not always as many
+    assert max(scales) > 4 * min(scales)  # pictures at very different scales
 
 
 def test_seeded_and_reused(shared, built, tmp_path):

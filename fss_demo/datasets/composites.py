@@ -3,19 +3,23 @@
     python -m fss_demo.datasets.composites --data ../shared/data/ccp ../shared/data/camvid \
         ../shared/data/caltech_pseudo --out DIR [--per-class 40] [--val-per-class 20] [--size 416] [--seed 0]
 
-writes two label-map sets (classes.txt, images/<id>.jpg, masks/<id>.png), read by `open_dataset` like any other:
+writes three label-map sets (classes.txt, images/<id>.jpg, masks/<id>.png), read by `open_dataset` like any other:
 
     DIR/composites_train/   training classes only, cut from training images, on training backgrounds;
                             pixels of held-out classes in the backgrounds are 255 (nothing is learnt about them)
     DIR/composites_val/     novel classes only, cut from validation images, on validation backgrounds;
                             pixels of training classes in the backgrounds are 0
+    DIR/clutter_val/        the same novel classes and sources as composites_val, as cluttered scenes (below)
 
 Each composite is made for one target class: 1 to 3 instances of it plus 0 to 2 distractors of other classes, each
 labelled with its own class, pasted in random order (later ones occlude earlier ones) at log-uniform scales of 1% to
-40% of the image, random positions and flips, with soft edges. Class names are "<set>/<class>" so that classes of
-different sets never merge; "ccp/person" is the union of a ccp photo's labels, cut out as one object. Each folder also
-holds `objects.json` (what was pasted where, for checks) and `done.json` (the arguments: a second call with the same
-ones returns at once). Seeded: the same call gives byte-identical files.
+40% of the image, random positions and flips, with soft edges. A cluttered composite is like everyday photos of
+crowds, rows of cars or chairs: 1 to 30 instances of the target, 0 to 8 distractors, each picture at a scale of its
+own (typical objects of 0.4% to 6% of the picture, so an episode's supports show the class at very different
+sizes). Class names are "<set>/<class>" so that classes of different sets never merge; "ccp/person" is the union of
+a ccp photo's labels, cut out as one object. Each folder also holds `objects.json` (what was pasted where, for
+checks) and `done.json` (the arguments: a second call with the same ones returns at once). Seeded: the same call
+gives byte-identical files.
 """
 import argparse
 import json
@@ -36,7 +40,7 @@ from .splits import novel_split, training_split
 
 # Bump when the recipe changes, so that folders made by an older recipe are rebuilt instead of reused.
 RECIPE_VERSION = 1
-SPLITS = ("composites_train", "composites_val")
+SPLITS = ("composites_train", "composites_val", "clutter_val")
 # A class made of all of a set's labels: the whole person of a fashion photo (every garment, skin and hair together).
 WHOLE_CLASSES = {"ccp": "person"}
 WHOLE = -1  # the label "value" that stands for the union of all labels
@@ -54,6 +58,14 @@ MIN_SOURCES = 6
 # Up to this fraction of an object's box may lie off each side of the image: a partly cut object is realistic,
 # and at least 0.85 x 0.85 = 72% of the box stays inside.
 OFF_CANVAS = 0.15
+# Cluttered scenes (clutter_val): instances of the target (log-uniform count), distractors, a picture's typical
+# object share (log-uniform) and each object's spread around it (a factor exp(uniform(-SPREAD, SPREAD))); the
+# instances are capped so that their shares add up to at most CLUTTER_AREA.
+CLUTTER_INSTANCES = (1, 30)
+CLUTTER_DISTRACTORS = (0, 8)
+CLUTTER_SCALE = (0.004, 0.06)
+CLUTTER_SPREAD = 0.5
+CLUTTER_AREA = 0.6
 # Gaussian blur of the pasted alpha, in output pixels: a feathered edge like a photo's, no sharp seam to latch onto.
 EDGE_SIGMA = 1.0
 # Backgrounds are square crops of 60-100% of the photo's shorter side: varied framing, still a whole scene.
@@ -226,13 +238,16 @@ def cut_out(photos, object_class, image_id):
     return image[top:top + mask.shape[0], left:left + mask.shape[1]], mask
 
 
-def paste(rng, canvas, label_map, cutout, class_id):
-    """Blend a cut-out into canvas (float RGB) at a random share, position and flip; its alpha > 0.5 pixels take
-    `class_id` in label_map. Returns the share of the image the whole object covers (before border cut and
-    occlusion)."""
+def log_uniform(rng, low, high):
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+def paste(rng, canvas, label_map, cutout, class_id, share):
+    """Blend a cut-out into canvas (float RGB) at `share` of the image, a random position and flip; its alpha > 0.5
+    pixels take `class_id` in label_map. Returns the share of the image the whole object covers (before border cut
+    and occlusion)."""
     rgb, mask = cutout
     size = canvas.shape[0]
-    share = math.exp(rng.uniform(*np.log(SHARE_RANGE)))
     scale = min(math.sqrt(share * size * size / mask.sum()), MAX_UPSCALE, size / max(mask.shape))
     width, height = max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale))
     rgb = Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BILINEAR)
@@ -254,14 +269,15 @@ def paste(rng, canvas, label_map, cutout, class_id):
     return float((alpha > 0.5).sum()) / (size * size)
 
 
-def choose_objects(rng, plan, target):
-    """[(class, source image id, role)]: 1-3 instances of the target from different photos where possible, then
-    0-2 distractors of other classes (uniform over classes, like the targets), none clashing with another."""
-    pool = plan.sources[target]
-    count = int(rng.integers(1, 4))
+def choose_objects(rng, plan, target, count=None, distractors=None, pool=None):
+    """[(class, source image id, role)]: `count` (default 1-3) instances of the target from different photos of
+    `pool` (default: all its sources) where possible, then `distractors` (default 0-2) of other classes (uniform
+    over classes, like the targets), none clashing with another."""
+    pool = plan.sources[target] if pool is None else pool
+    count = int(rng.integers(1, 4)) if count is None else count
     picks = rng.choice(len(pool), size=count, replace=count > len(pool))
     chosen = [(target, pool[p], "target") for p in picks]
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(0, 3)) if distractors is None else distractors):
         others = [c for c in plan.classes if c != target
                   and not any(c.clashes(o.set_index, o.value) for o, _, _ in chosen)]
         if not others:
@@ -285,16 +301,27 @@ def choose_background(rng, plan, target, objects):
     return set_index, pool[rng.integers(len(pool))]
 
 
-def compose(rng, plan, photos, target, size):
-    """(RGB uint8, label map, record) of one composite for `target`: objects pasted in random order on a background."""
+def compose(rng, plan, photos, target, size, cluttered=False, pool=None):
+    """(RGB uint8, label map, record) of one composite for `target`: objects pasted in random order on a background;
+    `cluttered`: a cluttered scene (CLUTTER_*) whose instances of the target come from the source photos `pool`."""
     class_ids = {c: i for i, c in enumerate(plan.classes, start=1)}
-    objects = choose_objects(rng, plan, target)
+    if cluttered:
+        scale = log_uniform(rng, *CLUTTER_SCALE)
+        count = min(int(log_uniform(rng, CLUTTER_INSTANCES[0], CLUTTER_INSTANCES[1] + 1)),
+                    max(1, int(CLUTTER_AREA / scale)))
+        distractors = int(rng.integers(CLUTTER_DISTRACTORS[0], CLUTTER_DISTRACTORS[1] + 1))
+        objects = choose_objects(rng, plan, target, count, distractors, pool)
+        draw_share = lambda: scale * math.exp(rng.uniform(-CLUTTER_SPREAD, CLUTTER_SPREAD))
+    else:
+        objects = choose_objects(rng, plan, target)
+        draw_share = lambda: log_uniform(rng, *SHARE_RANGE)
     set_index, image_id = choose_background(rng, plan, target, objects)
     canvas, label_map = background(rng, photos, set_index, image_id, plan.luts[set_index], size)
     record = {"target": target.name, "background": f"{photos.datasets[set_index].name}/{image_id}", "objects": []}
     for k in rng.permutation(len(objects)):
         object_class, source, role = objects[k]
-        share = paste(rng, canvas, label_map, cut_out(photos, object_class, source), class_ids[object_class])
+        share = paste(rng, canvas, label_map, cut_out(photos, object_class, source), class_ids[object_class],
+                      draw_share())
         record["objects"].append({"class": object_class.name, "role": role, "share": round(share, 5),
                                   "source": f"{photos.datasets[object_class.set_index].name}/{source}"})
     record["target_share"] = round(float((label_map == class_ids[target]).mean()), 5)
@@ -308,7 +335,7 @@ def file_stem(object_class, n):
     return object_class.name.replace("/", "-") + f"-{n:03d}"
 
 
-def write_set(folder, plan, photos, count, size, seed, split_index):
+def write_set(folder, plan, photos, count, size, seed, split_index, cluttered=False):
     """Compose `count` images per class into `folder`; returns {"classes", "images", "redrawn", "dropped"}."""
     os.makedirs(os.path.join(folder, "images"))
     os.makedirs(os.path.join(folder, "masks"))
@@ -319,8 +346,12 @@ def write_set(folder, plan, photos, count, size, seed, split_index):
         for n in range(count):
             # One generator per composite: a composite does not change when the count of another class does.
             rng = np.random.default_rng([seed, split_index, class_index, n])
+            # Cluttered scenes take their instances from a share of the class's sources of their own: a query and
+            # its supports then show other objects of the class (a cut-out seen in a support is no match to find).
+            sources = plan.sources[target]
+            pool = (sources[n::count] or [sources[n % len(sources)]]) if cluttered else None
             for attempt in range(ATTEMPTS):
-                image, label_map, record = compose(rng, plan, photos, target, size)
+                image, label_map, record = compose(rng, plan, photos, target, size, cluttered, pool)
                 if record["target_share"] >= MIN_SHARE:
                     break
             else:
@@ -345,26 +376,29 @@ def is_complete(folder, arguments):
 
 
 def build_composites(data_dirs, out_dir, per_class=40, val_per_class=20, size=416, seed=0):
-    """Write <out_dir>/composites_train and <out_dir>/composites_val (see the module's docstring); return both
-    paths. Folders already made with the same arguments are kept as they are."""
+    """Write <out_dir>/composites_train, composites_val and clutter_val (see the module's docstring); return the
+    three paths. Folders already made with the same arguments are kept as they are."""
     arguments = {"data": [os.path.abspath(d) for d in data_dirs], "per_class": per_class,
                  "val_per_class": val_per_class, "size": size, "seed": seed, "recipe": RECIPE_VERSION}
     folders = tuple(os.path.join(out_dir, name) for name in SPLITS)
-    if all(is_complete(folder, arguments) for folder in folders):
+    # The cluttered set has arguments of its own, so that adding it left the other two folders as they were.
+    folder_arguments = [arguments, arguments, {**arguments, "clutter": [CLUTTER_INSTANCES, CLUTTER_DISTRACTORS,
+                                                                        CLUTTER_SCALE, CLUTTER_SPREAD, CLUTTER_AREA]}]
+    if all(is_complete(folder, a) for folder, a in zip(folders, folder_arguments)):
         return folders
     datasets = [LabelMapDataset(d) for d in data_dirs]
     catalogs = [catalog(dataset, size) for dataset in datasets]
     photos = Photos(datasets)
-    for split_index, (folder, count) in enumerate(zip(folders, (per_class, val_per_class))):
-        if is_complete(folder, arguments):
+    for split_index, (folder, count) in enumerate(zip(folders, (per_class, val_per_class, val_per_class))):
+        if is_complete(folder, folder_arguments[split_index]):
             continue
         # Built beside the final folder and moved in when whole: an interrupted run leaves no half set behind.
         partial = folder + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         counts = write_set(partial, plan(datasets, catalogs, training=split_index == 0), photos, count, size, seed,
-                           split_index)
+                           split_index, cluttered=split_index == 2)
         with open(os.path.join(partial, "done.json"), "w") as f:
-            json.dump({"arguments": arguments, "counts": counts}, f, indent=1)
+            json.dump({"arguments": folder_arguments[split_index], "counts": counts}, f, indent=1)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
     return folders
