@@ -124,7 +124,7 @@ def test_forcing_the_input_gate_open_changes_only_later_steps(tiny_model, square
 
 def test_a_config_json_with_retired_settings_loads_only_at_their_one_value(tmp_path, tiny_model):
     """Settings of earlier versions that now have one value (config.json of fss-demo 0.2): at that value the model
-    loads; at another (run 5's head, a 1x1 ConvLSTM input) the error says why its weights cannot fit."""
+    loads; at another (an older head's, a 1x1 ConvLSTM input) the error says why its weights cannot fit."""
     import json
 
     from fss_demo import FewShotSegmenter
