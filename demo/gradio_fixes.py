@@ -111,7 +111,7 @@ MCP_FILE_FORMAT = "Gradio File Input"  # how Gradio marks an input that takes a 
 def self_contained(schema):
     """The tool's input schema without nested `$defs`: a node already turned into a file URL string loses the
     `$ref` to the FileData object it replaced; any other definitions move to the root, where '#/$defs/...' looks."""
-    definitions = {}
+    definitions, references = {}, []
 
     def walk(node):
         if isinstance(node, list):
@@ -122,10 +122,11 @@ def self_contained(schema):
         node = {key: walk(value) for key, value in node.items() if key != "$defs"}
         if "$ref" in node and str(node.get("format", "")).startswith(MCP_FILE_FORMAT):
             del node["$ref"]
+        references.extend([node["$ref"]] if "$ref" in node else [])
         return node
 
     schema = walk(schema)
-    if "'$ref'" in str(schema):
+    if references:
         schema["$defs"] = {key: walk(value) for key, value in definitions.items()}
     return schema
 

@@ -1,7 +1,7 @@
 """The page: its components, and which event fills which panel."""
 import functools
 import json
-import os
+import pathlib
 
 import gradio as gr
 
@@ -12,7 +12,7 @@ from .gradio_fixes import as_file_data, cached_copy, fix_mcp_tools, receive_file
 from .inputs import FIRST_SHOWN, SLOTS, Inputs
 from .panels import MEASURES, ORDER_PANELS, PANELS, Answer
 
-BROWSER_JS = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser.js")).read()
+BROWSER_JS = (pathlib.Path(__file__).parent / "browser.js").read_text()
 BRUSH = gr.Brush(colors=["#e61e1e"], default_color="#e61e1e", color_mode="fixed", default_size=24)
 
 

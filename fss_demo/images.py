@@ -205,10 +205,10 @@ def fit(array, side, enlarge=False):
     if max(height, width) == side or (max(height, width) < side and not enlarge):
         return array
     scale = side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
     if array.dtype == np.bool_:
-        return np.asarray(Image.fromarray(array.astype(np.uint8) * 255).resize(size, Image.NEAREST)) > 127
-    return np.asarray(Image.fromarray(array).resize(size, Image.BILINEAR))
+        return resize_mask(array, size)
+    return np.asarray(Image.fromarray(array).resize(size[::-1], Image.BILINEAR))
 
 
 def resize_mask(mask, size):
@@ -365,8 +365,7 @@ def _to_size(binary, size, what):
                              f"rotated? (the image's EXIF rotation is applied); expected a {width}x{height} mask")
         raise ValueError(f"{what} is {mask_width}x{mask_height} (WxH) but its image is {width}x{height}: the aspect "
                          f"ratios differ; expected a mask of the image's size, {width}x{height}")
-    resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
-    return np.asarray(resized) > 127
+    return resize_mask(binary, size)
 
 
 def load_mask(source, size=None, what="mask"):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from demo import gradio_fixes, handlers, layout, panels
 from demo.inputs import FIRST_SHOWN, SLOTS, Inputs
-from fss_demo import examples
+from fss_demo import examples, viz
 
 BAD_FILES = {  # file name -> contents that no image reader accepts
     "text.jpg": b"this is not a picture",
@@ -241,7 +241,6 @@ def test_the_picture_of_a_one_support_run_is_wide_enough_for_its_titles(bad_supp
                               masks=episode.masks[:1], or_masks=episode.or_masks[:1])
     picture = panels.run_picture(one)
     title = "Logical OR of the 1-shot predictions of supports 1..k"
-    from fss_demo import viz
     assert picture.shape[1] > viz._font(20).getlength(title) > panels.SLIDE_TILE
     assert (picture[:, -4:] == 255).all()  # the titles end before the right edge
 
