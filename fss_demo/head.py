@@ -268,6 +268,14 @@ class FusionHead(nn.Module):
         # (and can always fall back to) the training-free cue.
         self.similarity_scale = nn.Parameter(torch.tensor(10.0))
         self.similarity_offset = nn.Parameter(torch.tensor(0.5))
+        # Recall across supports: each support's own 1-shot answer is kept in a gated maximum ("found"), and the
+        # answer after step k is corrected towards it where the hidden state trusts it. A small object that only
+        # one support finds then survives the fusion, as in the logical OR, without taking all of the OR's false
+        # positives. Zero-initialised: training starts from the plain decoder.
+        self.recall = nn.Sequential(nn.Conv2d(hidden + 2, 8, 1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+        with torch.no_grad():
+            self.recall[-1].weight.zero_()
+            self.recall[-1].bias.zero_()
 
     def evidence(self, query_units, query_prototype_units, support, mask):
         """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, then the cosine to
@@ -298,7 +306,13 @@ class FusionHead(nn.Module):
         similarity = memory.query_similarity(query_prototype_units)
         up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
-        return self.similarity_scale * (similarity - self.similarity_offset) + correction
+        return self.similarity_scale * (similarity - self.similarity_offset) + correction, up
+
+    def answer(self, decoded, found):
+        """The step's logits: the decoder's, corrected towards `found` (the gated maximum of the supports' own
+        1-shot logits) where the hidden state says so. decoded: (logits, hidden at stride 8) from `decode`."""
+        logits, up = decoded
+        return logits + self.recall(torch.cat([up, logits, found - logits], 1))
 
     def admit(self, support, mask, evidence, memory, query_prototype_units):
         """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
@@ -333,19 +347,25 @@ class FusionHead(nn.Module):
         query_units = [F.normalize(level, dim=1) for level in query]
         query_prototype_units = F.normalize(prototype_features(query), dim=1)
         query_projections = [project(level) for project, level in zip(self.query_proj, query)]
-        state, memory, output = None, None, HeadOutput([], [], [], [])
+        state, memory, found, output = None, None, None, HeadOutput([], [], [], [])
         for k, (support, mask) in enumerate(zip(supports, masks), start=1):
             evidence, level_masks = self.evidence(query_units, query_prototype_units, support, mask)
             x = self.lstm_input(query_projections, support, level_masks, evidence)
             state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_units,
                                              open_gate=k in open_gate_at)
-            output.steps.append(self.decode(state[0], memory, query_prototype_units))
+            decoded = self.decode(state[0], memory, query_prototype_units)
+            # The same support alone, from a zero state (step 1 already is): what it finds on its own
+            if k == 1:
+                alone = decoded
+            else:
+                alone_state, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_units)
+                alone = self.decode(alone_state[0], alone_memory, query_prototype_units)
+            # a gated maximum, as the evidence memory's: a support kept out (admission 0) leaves it as it was
+            found = alone[0] if found is None else found + gates["admission"] * F.relu(alone[0] - found)
+            output.steps.append(self.answer(decoded, found))
             output.admissions.append(gates["admission"])
-            if one_shot and k == 1:  # step 1 already is the first support alone
-                output.one_shots.append(output.steps[0])
-            elif one_shot:  # the same support alone, from a zero state: the input of the logical-OR baseline
-                alone, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_units)
-                output.one_shots.append(self.decode(alone[0], alone_memory, query_prototype_units))
+            if one_shot:  # the support's 1-shot answer: the input of the logical-OR baseline
+                output.one_shots.append(output.steps[0] if k == 1 else self.answer(alone, alone[0]))
             if trace:
                 output.traces.append({name: value.detach() for name, value in gates.items()})
         return output

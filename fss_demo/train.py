@@ -44,7 +44,9 @@ class TrainConfig:
     dice_weight: float = 1.0        # a per-episode soft-IoU term: small objects weigh as much as large ones
     corrupt_probability: float = 0.4  # share of episodes with one bad support at a step >= 2 (fss_demo.corruptions)
     gate_loss_weight: float = 0.5   # tells the admission gate which supports were made bad
-    shares: dict = field(default_factory=lambda: {"composites_train": 0.25})  # fixed shares of some data sets
+    one_shot_weight: float = 0.5    # the loss of each clean support's own 1-shot answer (what the fusion keeps)
+    # fixed shares of some data sets: the cluttered composites teach episodes whose supports show other instances
+    shares: dict = field(default_factory=lambda: {"composites_train": 0.2, "clutter_train": 0.1})
     bf16: bool = True               # the head's forward pass under bfloat16 autocast (weights, losses float32)
     seed: int = 0
 
@@ -93,6 +95,17 @@ def gate_loss(admissions, corrupted):
         return admissions[0].sum() * 0
     values = torch.cat(values).clamp(1e-6, 1 - 1e-6)
     return F.binary_cross_entropy(values, torch.tensor(targets, device=values.device))
+
+
+def one_shot_loss(one_shots, target, corrupted, size, dice_weight):
+    """The mean loss of supports 2..K's own 1-shot answers (support 1's is step 1's), each scored on the query
+    with the episodes where that support was made bad left out (a mask moved off the object has no right answer)."""
+    losses = []
+    for step, logits in enumerate(one_shots[1:], start=1):
+        rows = [row for row in range(target.shape[0]) if (row, step) not in corrupted]
+        if rows:
+            losses += step_losses([logits[rows].float()], target[rows], size, dice_weight)
+    return torch.stack(losses).mean() if losses else one_shots[0].sum() * 0
 
 
 def step_losses(step_logits, target, size, dice_weight=0.0):
@@ -155,7 +168,7 @@ def parse_arguments(argv=None):
                               help="side of the square network input")
     training = parser.add_argument_group("the recipe (TrainConfig; the defaults are the published one's)")
     for name in ("shots", "batch", "iterations", "lr", "weight_decay", "loss_size", "dice_weight",
-                 "corrupt_probability", "gate_loss_weight", "seed"):
+                 "corrupt_probability", "gate_loss_weight", "one_shot_weight", "seed"):
         default = getattr(recipe, name)
         training.add_argument("--" + name.replace("_", "-"), type=type(default), default=default)
     training.add_argument("--share", nargs="*", default=[f"{k}={v}" for k, v in recipe.shares.items()],
@@ -231,10 +244,15 @@ def main(argv=None):
             (query, supports, masks, target), class_keys = data.batch(rng, recipe.batch, device)
             corrupted = corrupt_randomly(supports, masks, class_keys, rng, recipe.corrupt_probability)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
-                steps, _, _, admissions = trained(query, supports, masks, one_shot=False)
+                steps, one_shots, _, admissions = trained(query, supports, masks,
+                                                          one_shot=recipe.one_shot_weight > 0)
             steps, admissions = [s.float() for s in steps], [a.float() for a in admissions]
-            losses = step_losses(steps, target, (recipe.loss_size, recipe.loss_size), recipe.dice_weight)
+            loss_size = (recipe.loss_size, recipe.loss_size)
+            losses = step_losses(steps, target, loss_size, recipe.dice_weight)
             loss = torch.stack(losses).mean()
+            if recipe.one_shot_weight:
+                loss = loss + recipe.one_shot_weight * one_shot_loss(one_shots, target, corrupted, loss_size,
+                                                                     recipe.dice_weight)
             if recipe.gate_loss_weight:
                 loss = loss + recipe.gate_loss_weight * gate_loss(admissions, corrupted)
             optimizer.zero_grad(set_to_none=True)

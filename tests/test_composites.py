@@ -66,7 +66,7 @@ def shared(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(shared, tmp_path_factory):
     out = tmp_path_factory.mktemp("composites")
-    return build_composites(shared, str(out), per_class=4, val_per_class=3, size=SIZE, seed=0)
+    return build_composites(shared, str(out), per_class=4, val_per_class=3, size=SIZE, seed=0, clutter_per_class=2)
 
 
 def records(folder):
@@ -79,9 +79,11 @@ def novel_names():
 
 
 def test_layout_and_hold_out(built):
-    train_dir, val_dir, clutter_dir = built
+    train_dir, val_dir, clutter_dir, clutter_train_dir = built
     train, val, clutter = open_dataset(train_dir), open_dataset(val_dir), open_dataset(clutter_dir)
     assert clutter.class_names == val.class_names and 0 < len(clutter.ids) <= 3 * 4
+    clutter_train = open_dataset(clutter_train_dir)  # the training classes, as cluttered scenes
+    assert clutter_train.class_names == train.class_names and 0 < len(clutter_train.ids) <= 2 * 10
     assert isinstance(train, LabelMapDataset) and isinstance(val, LabelMapDataset)
     assert sorted(train.class_names.values()) == [
         "caltech_pseudo/accordion", "caltech_pseudo/ant", "caltech_pseudo/barrel", "camvid/building", "camvid/road",
@@ -142,7 +144,8 @@ def test_every_target_is_large_enough_and_objects_in_scale(built):
 def test_cluttered_scenes_have_many_objects_at_a_scale_of_their_own(shared, tmp_path):
     """clutter_val: 1 to 30 instances of the target and up to 8 distractors, each object near its picture's own
     scale (0.4% to 6% of it), every target still large enough in all for an episode."""
-    folders = build_composites(shared, str(tmp_path / "more"), per_class=1, val_per_class=12, size=SIZE, seed=0)
+    folders = build_composites(shared, str(tmp_path / "more"), per_class=1, val_per_class=12, size=SIZE, seed=0,
+                               clutter_per_class=1)
     dataset, counts, scales = open_dataset(folders[2]), [], []
     ids = {name: c for c, name in dataset.class_names.items()}
     for image_id, record in records(folders[2]).items():
@@ -163,12 +166,13 @@ def test_seeded_and_reused(shared, built, tmp_path):
         folder = os.path.join(folder, "masks")
         return {f: open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))}
 
-    again = build_composites(shared, str(tmp_path / "again"), per_class=4, val_per_class=3, size=SIZE, seed=0)
-    other = build_composites(shared, str(tmp_path / "other"), per_class=4, val_per_class=3, size=SIZE, seed=1)
+    sizes = dict(per_class=4, val_per_class=3, size=SIZE, clutter_per_class=2)
+    again = build_composites(shared, str(tmp_path / "again"), seed=0, **sizes)
+    other = build_composites(shared, str(tmp_path / "other"), seed=1, **sizes)
     for first, second, third in zip(built, again, other):
         assert masks(first) == masks(second)
         assert masks(first) != masks(third)
         assert records(first) == records(second)
     stamp = os.path.getmtime(os.path.join(again[0], "classes.txt"))
-    assert build_composites(shared, str(tmp_path / "again"), per_class=4, val_per_class=3, size=SIZE, seed=0) == again
+    assert build_composites(shared, str(tmp_path / "again"), seed=0, **sizes) == again
     assert os.path.getmtime(os.path.join(again[0], "classes.txt")) == stamp  # complete: not made again

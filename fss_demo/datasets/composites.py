@@ -1,15 +1,17 @@
 """Scene-like few-shot sets composed from label-map sets: objects cut out with their masks, pasted onto other photos.
 
     python -m fss_demo.datasets.composites --data ../shared/data/ccp ../shared/data/camvid \
-        ../shared/data/caltech_pseudo --out DIR [--per-class 40] [--val-per-class 20] [--size 416] [--seed 0]
+        ../shared/data/caltech_pseudo --out DIR [--per-class 40] [--val-per-class 20] [--clutter-per-class 30] \
+        [--size 416] [--seed 0]
 
-writes three label-map sets (classes.txt, images/<id>.jpg, masks/<id>.png), read by `open_dataset` like any other:
+writes four label-map sets (classes.txt, images/<id>.jpg, masks/<id>.png), read by `open_dataset` like any other:
 
     DIR/composites_train/   training classes only, cut from training images, on training backgrounds;
                             pixels of held-out classes in the backgrounds are 255 (nothing is learnt about them)
     DIR/composites_val/     novel classes only, cut from validation images, on validation backgrounds;
                             pixels of training classes in the backgrounds are 0
     DIR/clutter_val/        the same novel classes and sources as composites_val, as cluttered scenes (below)
+    DIR/clutter_train/      the training classes and sources of composites_train, as cluttered scenes
 
 Each composite is made for one target class: 1 to 3 instances of it plus 0 to 2 distractors of other classes, each
 labelled with its own class, pasted in random order (later ones occlude earlier ones) at log-uniform scales of 1% to
@@ -40,7 +42,7 @@ from .splits import novel_split, training_split
 
 # Bump when the recipe changes, so that folders made by an older recipe are rebuilt instead of reused.
 RECIPE_VERSION = 1
-SPLITS = ("composites_train", "composites_val", "clutter_val")
+SPLITS = ("composites_train", "composites_val", "clutter_val", "clutter_train")
 # A class made of all of a set's labels: the whole person of a fashion photo (every garment, skin and hair together).
 WHOLE_CLASSES = {"ccp": "person"}
 WHOLE = -1  # the label "value" that stands for the union of all labels
@@ -375,30 +377,33 @@ def is_complete(folder, arguments):
         return False
 
 
-def build_composites(data_dirs, out_dir, per_class=40, val_per_class=20, size=416, seed=0):
-    """Write <out_dir>/composites_train, composites_val and clutter_val (see the module's docstring); return the
-    three paths. Folders already made with the same arguments are kept as they are."""
+def build_composites(data_dirs, out_dir, per_class=40, val_per_class=20, size=416, seed=0, clutter_per_class=30):
+    """Write <out_dir>/composites_train, composites_val, clutter_val and clutter_train (see the module's
+    docstring); return the four paths. Folders already made with the same arguments are kept as they are."""
     arguments = {"data": [os.path.abspath(d) for d in data_dirs], "per_class": per_class,
                  "val_per_class": val_per_class, "size": size, "seed": seed, "recipe": RECIPE_VERSION}
     folders = tuple(os.path.join(out_dir, name) for name in SPLITS)
-    # The cluttered set has arguments of its own, so that adding it left the other two folders as they were.
-    folder_arguments = [arguments, arguments, {**arguments, "clutter": [CLUTTER_INSTANCES, CLUTTER_DISTRACTORS,
-                                                                        CLUTTER_SCALE, CLUTTER_SPREAD, CLUTTER_AREA]}]
+    # The cluttered sets have arguments of their own, so that adding them left the other folders as they were.
+    clutter = {**arguments, "clutter": [CLUTTER_INSTANCES, CLUTTER_DISTRACTORS, CLUTTER_SCALE, CLUTTER_SPREAD,
+                                        CLUTTER_AREA]}
+    folder_arguments = [arguments, arguments, clutter, {**clutter, "clutter_per_class": clutter_per_class}]
     if all(is_complete(folder, a) for folder, a in zip(folders, folder_arguments)):
         return folders
     datasets = [LabelMapDataset(d) for d in data_dirs]
     catalogs = [catalog(dataset, size) for dataset in datasets]
     photos = Photos(datasets)
-    for split_index, (folder, count) in enumerate(zip(folders, (per_class, val_per_class, val_per_class))):
+    counts = (per_class, val_per_class, val_per_class, clutter_per_class)
+    for split_index, (folder, count) in enumerate(zip(folders, counts)):
         if is_complete(folder, folder_arguments[split_index]):
             continue
         # Built beside the final folder and moved in when whole: an interrupted run leaves no half set behind.
         partial = folder + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
-        counts = write_set(partial, plan(datasets, catalogs, training=split_index == 0), photos, count, size, seed,
-                           split_index, cluttered=split_index == 2)
+        name = SPLITS[split_index]
+        written = write_set(partial, plan(datasets, catalogs, training=name.endswith("_train")), photos, count, size,
+                            seed, split_index, cluttered=name.startswith("clutter"))
         with open(os.path.join(partial, "done.json"), "w") as f:
-            json.dump({"arguments": folder_arguments[split_index], "counts": counts}, f, indent=1)
+            json.dump({"arguments": folder_arguments[split_index], "counts": written}, f, indent=1)
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(partial, folder)
     return folders
@@ -407,14 +412,16 @@ def build_composites(data_dirs, out_dir, per_class=40, val_per_class=20, size=41
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Compose scene-like few-shot training and validation sets.")
     parser.add_argument("--data", nargs="+", required=True, help="label-map sets to take objects and backgrounds from")
-    parser.add_argument("--out", required=True, help="writes OUT/composites_train and OUT/composites_val")
+    parser.add_argument("--out", required=True, help="writes OUT/composites_train, ... (see above)")
     parser.add_argument("--per-class", type=int, default=40, help="composites per training class")
     parser.add_argument("--val-per-class", type=int, default=20, help="composites per novel class")
+    parser.add_argument("--clutter-per-class", type=int, default=30, help="cluttered composites per training class")
     parser.add_argument("--size", type=int, default=416, help="side of the square composites")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     began = time.time()
-    folders = build_composites(args.data, args.out, args.per_class, args.val_per_class, args.size, args.seed)
+    folders = build_composites(args.data, args.out, args.per_class, args.val_per_class, args.size, args.seed,
+                               args.clutter_per_class)
     for folder in folders:
         with open(os.path.join(folder, "done.json")) as f:
             counts = json.load(f)["counts"]
