@@ -28,7 +28,8 @@ forcing it open).
 Bright means more open (the colours are stretched to the range the gates use in this run, shared by all steps;
 the means are on a 0..1 scale): the **input gate** lets the new support's evidence into the memory, the **forget
 gate** keeps what earlier supports left there, and the **output gate** decides what of the memory shapes this
-step's prediction.
+step's prediction. Each step's answer is also corrected towards what the supports found on their own (their 1-shot
+answers, each entering with its admission), where the memory trusts it: an object only one support shows is kept.
 """
 
 ORDER_HELP = """

@@ -49,7 +49,11 @@ def tiny_model():
     from fss_demo import FewShotSegmenter, ModelConfig
 
     torch.manual_seed(0)
-    return FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16))
+    model = FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16))
+    with torch.no_grad():  # training starts the recall correction at zero; tests must see it at work
+        for parameter in model.head.recall[-1].parameters():
+            parameter.normal_(0, 0.5)
+    return model
 
 
 @pytest.fixture

@@ -25,6 +25,33 @@ def test_first_step_equals_the_first_support_alone(tiny_model, square_episode):
         assert (later | earlier).sum() == later.sum()
 
 
+def test_each_support_s_1_shot_answer_is_what_it_gives_alone(tiny_model, square_episode):
+    """The OR's inputs, and what the fusion's gated maximum keeps, are the model's real 1-shot answers."""
+    (query, _), supports = square_episode
+    seg = tiny_model.segment(query, supports)
+    for support, alone in zip(supports, seg.one_shot_probabilities):
+        np.testing.assert_allclose(tiny_model.segment(query, [support]).probabilities[0], alone, atol=1e-5)
+
+
+def test_what_one_support_finds_reaches_the_fused_answer(tiny_model, square_episode, monkeypatch):
+    """The answer after step k is corrected towards the gated maximum of the 1-shot answers: change what
+    support 2 finds alone, and steps 2 and 3 change with it (step 1 does not)."""
+    (query, _), supports = square_episode
+    head = tiny_model.head
+    plain = tiny_model.segment(query, supports)
+    real, calls = head.decode, []
+
+    def louder_second_alone(hidden, memory, units):
+        logits, up = real(hidden, memory, units)
+        calls.append(1)
+        return (logits + 5, up) if len(calls) == 3 else (logits, up)  # calls: step 1, step 2, support 2 alone
+
+    monkeypatch.setattr(head, "decode", louder_second_alone)
+    changed = tiny_model.segment(query, supports)
+    np.testing.assert_allclose(changed.probabilities[0], plain.probabilities[0], atol=1e-6)
+    assert all(np.abs(changed.probabilities[k] - plain.probabilities[k]).max() > 1e-3 for k in (1, 2))
+
+
 def test_any_input_size_works():
     cell = ConvLSTMCell(4, 8)
     for size in [(5, 7), (13, 11)]:

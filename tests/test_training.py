@@ -93,6 +93,23 @@ def test_the_gate_loss_asks_to_keep_bad_supports_out_and_let_clean_ones_in():
     assert float(gate_loss(admissions[:1], {})) == 0
 
 
+def test_the_1_shot_loss_scores_clean_supports_only():
+    """A support made bad has no right 1-shot answer: its episode is left out of that support's term."""
+    from fss_demo.train import one_shot_loss, step_losses
+
+    torch.manual_seed(0)
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 1
+    one_shots = [torch.randn(2, 1, 4, 4) for _ in range(3)]
+    corrupted = {(1, 1): "off_object"}  # row 1's support 2 is bad
+    expected = (step_losses([one_shots[1][:1]], target[:1], (8, 8), 1.0)[0]
+                + step_losses([one_shots[2]], target, (8, 8), 1.0)[0]) / 2
+    torch.testing.assert_close(one_shot_loss(one_shots, target, corrupted, (8, 8), 1.0), expected)
+    changed = [one_shots[0], one_shots[1].clone(), one_shots[2]]
+    changed[1][1] += 10  # the bad support's answer does not count
+    torch.testing.assert_close(one_shot_loss(changed, target, corrupted, (8, 8), 1.0), expected)
+
+
 def test_fixed_shares_of_episodes_per_set(labelmap_root):
     import numpy as np
     import pytest
