@@ -21,7 +21,7 @@ def test_the_admission_gate_lets_the_misplaced_support_in_far_less_and_an_ablati
     # Letting it in fully costs every later step, and the good supports after it do not make up for it: the gate is
     # what kept it out. (Step 2 itself is not asserted: some trained models already lose there, others do not.)
     assert all(after(forced, step) < after(seg, step) for step in (3, 4, 5))
-    # (run 23: 0.9 points at step 5; the recall correction lets the good supports after it make up for more of it)
+    # at least half a point at the end: good supports after it make up for part of the damage, never all of it
     assert after(forced, 5) < after(seg, 5) - 0.005
     # the OR takes it in, and for good
     assert iou(seg.or_masks[1], example.truth) < iou(seg.or_masks[0], example.truth) - 0.05
