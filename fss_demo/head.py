@@ -340,7 +340,7 @@ class FusionHead(nn.Module):
         query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
         open_gate_at: steps (1-based) whose input gate is forced open (to test that the gates matter).
         one_shot: also return each support's own 1-shot answer. The passes of each support alone run either way
-        (the fused answer is corrected towards what they find); this only decides whether they are decoded to answers.
+        (the fused answer is corrected towards what they find); this only decides whether their answers are returned.
         Returns a HeadOutput: the logits after supports 1..k (K maps (N, 1, h8, w8) at stride 8), each support's
         own 1-shot logits (the same, or [] unless one_shot), per step the gate traces ([] unless trace) and the
         admission gate's values (K tensors (N, 1, 1, 1), with gradients).
