@@ -142,6 +142,9 @@ class ResidualSpatialAttention(nn.Module):
 PRIOR_LEVELS = (1, 2)
 # Guidance maps: 2 cosine maps at each of the 3 levels, and one prior map per level in PRIOR_LEVELS.
 GUIDANCE_CHANNELS = 6 + len(PRIOR_LEVELS)
+# The decoder's base cue after step k (ModelConfig.decoder_cue): the gated maximum of supports 1..k's own
+# prototype cosines, or the cosine to their gated mean prototype (v0.4's).
+DECODER_CUES = ("max", "mean")
 
 
 class EvidenceMemory:
@@ -245,8 +248,9 @@ class FusionHead(nn.Module):
     """Fuses (support, query) into the ConvLSTM's input, decides how far to let each support in, runs the ConvLSTM
     and decodes each step from its hidden state and the gated evidence memory."""
 
-    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2):
+    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max"):
         super().__init__()
+        self.decoder_cue = decoder_cue
         evidence = GUIDANCE_CHANNELS + 1  # guidance maps + similarity to the object prototype
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
@@ -265,7 +269,9 @@ class FusionHead(nn.Module):
         self.decoder = nn.Sequential(nn.Conv2d(hidden + 2 * GUIDANCE_CHANNELS, 32, 3, padding=1), nn.ReLU(),
                                      nn.Conv2d(32, 1, 1))
         # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
-        # (and can always fall back to) the training-free cue.
+        # (and can always fall back to) the training-free cue. With decoder_cue "max" that cue is the gated maximum
+        # of the supports' own cosines: the mean prototype of supports showing different instances or scales
+        # matches none of them, and on real scenes its cosines fall as supports arrive.
         self.similarity_scale = nn.Parameter(torch.tensor(10.0))
         self.similarity_offset = nn.Parameter(torch.tensor(0.5))
         # Recall across supports: each support's own 1-shot answer is kept in a gated maximum ("found"), and the
@@ -303,7 +309,10 @@ class FusionHead(nn.Module):
     def decode(self, hidden, memory, query_prototype_units):
         mean = memory.mean()
         guidance = torch.cat([mean[:, :-1], memory.maximum[:, :-1]], 1)
-        similarity = memory.query_similarity(query_prototype_units)
+        if self.decoder_cue == "max":
+            similarity = memory.maximum[:, -1:]
+        else:
+            similarity = memory.query_similarity(query_prototype_units)
         up = F.interpolate(hidden, size=mean.shape[-2:], mode="bilinear", align_corners=False)
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction, up

@@ -21,7 +21,7 @@ from torch import nn
 
 from . import images
 from .backbone import backbone_spec, build_backbone
-from .head import FusionHead
+from .head import DECODER_CUES, FusionHead
 
 
 def default_device():
@@ -40,6 +40,13 @@ class ModelConfig:
     threshold: float = 0.45          # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
     prototype_threshold: float = 0.2  # on the training-free baseline's cosine, chosen likewise
     support_cache_size: int = 32     # supports whose backbone features are kept
+    # The decoder's base cue after step k: "max", the gated maximum of supports 1..k's own prototype cosines (a
+    # small object one support matches well stays lit); "mean", the cosine to their gated mean prototype (v0.4).
+    decoder_cue: str = "max"
+
+    def __post_init__(self):
+        if self.decoder_cue not in DECODER_CUES:
+            raise ValueError(f"decoder_cue={self.decoder_cue!r}: known cues are {DECODER_CUES}")
 
     # Settings of earlier versions that now have one value: a config.json that holds that value still loads.
     RETIRED = {"fusion": "gated", "lstm_input_kernel": 3, "max_guidance": True, "prior_levels": [1, 2]}
@@ -49,6 +56,7 @@ class ModelConfig:
         """The config of a saved config.json. Unknown settings are refused, and so are retired ones at another
         value than the one this version has: that model's weights would not fit."""
         values = dict(saved)
+        values.setdefault("decoder_cue", "mean")  # a config.json from before v0.5 has none: its model used the mean
         for name, only in cls.RETIRED.items():
             if name in values and values.pop(name) != only:
                 raise ValueError(f"config.json sets {name}={saved[name]!r}: this version has only {name}={only!r}, "
@@ -131,7 +139,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.config = config or ModelConfig()
         self.backbone = build_backbone(self.config.backbone)
         self.head = FusionHead(backbone_spec(self.config.backbone).level_channels, self.config.width,
-                               self.config.hidden, self.config.feature_dropout)
+                               self.config.hidden, self.config.feature_dropout, self.config.decoder_cue)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._support_cache = OrderedDict()
