@@ -169,6 +169,40 @@ def test_a_config_json_with_retired_settings_loads_only_at_their_one_value(tmp_p
         FewShotSegmenter.from_pretrained(tmp_path)
 
 
+def test_a_config_json_without_decoder_cue_is_a_v0_4_model_and_keeps_its_mean_cue(tmp_path, tiny_model):
+    """fss-demo 0.4's config.json has no decoder_cue: its weights were trained with the mean-prototype cue, so it
+    must load with that cue (same tensors, other outputs otherwise). An unknown cue is refused by name."""
+    import json
+
+    from fss_demo import FewShotSegmenter
+
+    assert tiny_model.config.decoder_cue == "max"
+    tiny_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["decoder_cue"] == "max"
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.decoder_cue == "max"
+    del config["decoder_cue"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.decoder_cue == "mean"
+    (tmp_path / "config.json").write_text(json.dumps({**config, "decoder_cue": "median"}))
+    with pytest.raises(ValueError, match=r"decoder_cue='median': known cues are \('max', 'mean'\)"):
+        FewShotSegmenter.from_pretrained(tmp_path)
+
+
+def test_the_two_decoder_cues_agree_on_one_support_and_part_after_two(tiny_model, square_episode):
+    """With one support the gated maximum of the supports' cosines and the cosine to their mean prototype are the
+    same map; from step 2 they are not, and the cue in use is the one the answer follows."""
+    (query, _), supports = square_episode
+    with_max = tiny_model.segment(query, supports)
+    tiny_model.head.decoder_cue = "mean"
+    try:
+        with_mean = tiny_model.segment(query, supports)
+    finally:
+        tiny_model.head.decoder_cue = "max"
+    np.testing.assert_allclose(with_mean.probabilities[0], with_max.probabilities[0], atol=1e-5)
+    assert np.abs(with_mean.probabilities[2] - with_max.probabilities[2]).max() > 1e-3
+
+
 def test_supports_may_be_any_iterable_up_to_the_cap(tiny_model, square_episode):
     (query, _), supports = square_episode
     from_generator = tiny_model.segment(query, (pair for pair in supports))
