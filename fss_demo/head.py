@@ -185,8 +185,8 @@ class EvidenceMemory:
         return [total / self.prototype_weight.clamp_min(1e-3) for total in self.prototype_totals]
 
     def query_similarity(self, query_prototype_units):
-        """The query's cosine to the gated mean object prototype (stride 8+16): the decoder reads it after step k
-        and the admission gate at step k + 1, so it is computed once per step."""
+        """The query's cosine to the gated mean object prototype (stride 8+16): the admission gate reads it at step
+        k + 1 (and the decoder after step k, with decoder_cue "mean"), so it is computed once per step."""
         if self._query_similarity is None:
             self._query_similarity = unit_cosine_map(query_prototype_units, self.prototypes()[0])
         return self._query_similarity

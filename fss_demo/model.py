@@ -37,7 +37,7 @@ class ModelConfig:
     hidden: int = 64                 # the ConvLSTM's state
     feature_dropout: float = 0.2     # on the query's projected features, in training
     input_size: int = images.NETWORK_SIZE
-    threshold: float = 0.45          # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
+    threshold: float = 0.5           # on the sigmoid output; chosen on validation (evaluate --choose-threshold)
     prototype_threshold: float = 0.2  # on the training-free baseline's cosine, chosen likewise
     support_cache_size: int = 32     # supports whose backbone features are kept
     # The decoder's base cue after step k: "max", the gated maximum of supports 1..k's own prototype cosines (a
