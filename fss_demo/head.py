@@ -142,8 +142,7 @@ class ResidualSpatialAttention(nn.Module):
 PRIOR_LEVELS = (1, 2)
 # Guidance maps: 2 cosine maps at each of the 3 levels, and one prior map per level in PRIOR_LEVELS.
 GUIDANCE_CHANNELS = 6 + len(PRIOR_LEVELS)
-# The decoder's base cue after step k (ModelConfig.decoder_cue): the gated maximum of supports 1..k's own
-# prototype cosines, or the cosine to their gated mean prototype (v0.4's).
+# ModelConfig.decoder_cue's values; what each one is and why "max": FusionHead.__init__ and ModelConfig.
 DECODER_CUES = ("max", "mean")
 
 
