@@ -1,0 +1,155 @@
+"""The published numbers from an `evaluate --json` file: the model card's and README's tables, the card's
+model-index, and the selection rule's rows (NOTES.md, "How a model is chosen"), so no table is typed by hand.
+
+    python -m fss_demo.report weights/results.json --update weights/README.md README.md   # rewrite the tables
+    python -m fss_demo.report /tmp/val.json --baseline run20.json                          # the rule's rows
+
+A table in a markdown file is found by its header line and replaced up to the blank line after it; the card's
+model-index (front matter, after "  results:") is rewritten from the 1- and 5-shot ConvLSTM class mIoU.
+"""
+import argparse
+import json
+
+METHOD_NAMES = {"convlstm": "ConvLSTM (this model)", "or": "logical OR of 1-shot predictions",
+                "mean": "mean of 1-shot logits", "prototype": "prototype baseline (training-free)"}
+BAD_SUPPORT_NAMES = {"clean": "clean", "off_object": "off object", "over_painted": "over painted",
+                     "other_class": "other class", "small_patch": "small patch"}
+RESULTS_HEADER = "| set (novel classes) | method | 1-shot | 2-shot | 3-shot | 4-shot | 5-shot |"
+BAD_SUPPORT_HEADER = ("| set | support 2 | ConvLSTM steps 1-5 (step-5 change) | mean of logits (step-5 change) | "
+                      "OR (step-5 change) | ConvLSTM, step-2 gate forced open (step 5; its cost) | "
+                      "input gate at step 2 / other steps | admission at step 2 |")
+
+
+def score(result, method, shots, metric="class_miou"):
+    return result[method][str(shots)][metric]
+
+
+def results_table(summary):
+    """Class mIoU / FB-IoU of every method at 1-5 shots, one row per set and method (the ConvLSTM's in bold)."""
+    lines = [RESULTS_HEADER, "|---|---|---|---|---|---|---|"]
+    for name, result in summary["results"].items():
+        for method, label in METHOD_NAMES.items():
+            cells = [f"{score(result, method, k):.1f} / {score(result, method, k, 'fb_iou'):.1f}" for k in range(1, 6)]
+            if method == "convlstm":
+                cells = [f"**{cell}**" for cell in cells]
+            lines.append(f"| {name} ({len(result['classes'])}) | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bad_support_table(summary):
+    """`evaluate --corrupt`'s rows: each kind of bad support 2, then support 2 left out (a perfect gate)."""
+    lines = [BAD_SUPPORT_HEADER, "|---|---|---|---|---|---|---|---|"]
+    for name, result in summary["results"].items():
+        runs = result["corruption"]
+        clean = runs["clean"]
+        for kind, label in BAD_SUPPORT_NAMES.items():
+            run = runs[kind]
+            change = (lambda method: "") if kind == "clean" else (
+                lambda method: f" ({run[method][-1] - clean[method][-1]:+.1f})")
+            curve = " ".join(f"{value:.1f}" for value in run["convlstm"])
+            forced = run["forced_open"][-1]
+            lines.append(f"| {name} | {label} | {curve}{change('convlstm')} | {run['mean'][-1]:.1f}{change('mean')} | "
+                         f"{run['or'][-1]:.1f}{change('or')} | {forced:.1f} ({forced - run['convlstm'][-1]:+.1f}) | "
+                         f"{run['input_gate_ratio']:.2f} | {run['admission_mean'][1]:.2f} |")
+        left_out = runs["left_out"]["convlstm"]
+        lines.append(f"| {name} | left out (a perfect gate) | " + " ".join(f"{v:.1f}" for v in left_out)
+                     + f" ({left_out[-1] - clean['convlstm'][-1]:+.1f}) | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def model_index(summary):
+    """The card's model-index entries: 1- and 5-shot ConvLSTM class mIoU per set."""
+    entries = []
+    for name, result in summary["results"].items():
+        for k in (1, 5):
+            entries.append(f"""  - task:
+      type: image-segmentation
+      name: few-shot semantic segmentation ({k}-shot, novel classes)
+    dataset:
+      type: {name}
+      name: {name} (held-out classes)
+    metrics:
+    - type: mean_iou
+      name: class mIoU
+      value: {score(result, 'convlstm', k)}
+""")
+    return "".join(entries)
+
+
+def replace_table(text, table):
+    """`text` with the table that has `table`'s header line replaced by `table`."""
+    header = table.splitlines()[0] + "\n"
+    start = text.index(header)
+    end = text.find("\n\n", start)
+    return text[:start] + table + text[(len(text) if end < 0 else end + 1):]
+
+
+def update(text, summary):
+    """A markdown file's tables (those it has) and model-index (if it has one) from `summary`."""
+    for header, table in ((RESULTS_HEADER, results_table), (BAD_SUPPORT_HEADER, bad_support_table)):
+        if header + "\n" in text:
+            text = replace_table(text, table(summary))
+    if text.startswith("---\n") and "\n  results:\n" in text:
+        start = text.index("\n  results:\n") + len("\n  results:\n")
+        end = text.index("---\n", start)
+        text = text[:start] + model_index(summary) + text[end:]
+    return text
+
+
+def selection_rows(summary, baseline=None):
+    """The selection rule per set (NOTES.md): 5-shot ConvLSTM above the OR and the mean of 1-shot logits, a rise
+    of >= 2 points from 1 to 5 shots, 1-shot no more than 1 point below `baseline`'s (another summary, when given),
+    and a mask on the background kept out (admission <= 0.5) at no more than the left-out cost + 0.5.
+    -> [(set, passed, line)]"""
+    rows = []
+    for name, result in summary["results"].items():
+        one, five = score(result, "convlstm", 1), score(result, "convlstm", 5)
+        checks = {f"5-shot {five:.1f} > OR {score(result, 'or', 5):.1f}": five > score(result, "or", 5),
+                  f"> mean of logits {score(result, 'mean', 5):.1f}": five > score(result, "mean", 5),
+                  f"rise {five - one:.1f} >= 2": five - one >= 2}
+        if baseline is not None and name in baseline["results"]:
+            before = score(baseline["results"][name], "convlstm", 1)
+            checks[f"1-shot {one:.1f} >= baseline {before:.1f} - 1"] = one >= before - 1
+        if "corruption" in result:
+            runs = result["corruption"]
+            clean = runs["clean"]["convlstm"][-1]
+            admission = runs["off_object"]["admission_mean"][1]
+            cost = clean - runs["off_object"]["convlstm"][-1]
+            left_out = clean - runs["left_out"]["convlstm"][-1]
+            checks[f"off-object admission {admission:.2f} <= 0.5"] = admission <= 0.5
+            checks[f"its cost {cost:.1f} <= left out {left_out:.1f} + 0.5"] = cost <= left_out + 0.5
+        line = "; ".join(("" if passed else "FAILS ") + text for text, passed in checks.items())
+        rows.append((name, all(checks.values()), line))
+    return rows
+
+
+def mean_five_shot(summary):
+    return sum(score(r, "convlstm", 5) for r in summary["results"].values()) / len(summary["results"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", help="a json written by `python -m fss_demo.evaluate --json`")
+    parser.add_argument("--update", nargs="*", default=[], metavar="MARKDOWN",
+                        help="rewrite these files' results tables (and a card's model-index) in place")
+    parser.add_argument("--baseline", help="another evaluate json, for the rule's 1-shot row")
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        summary = json.load(f)
+    baseline = None
+    if args.baseline:
+        with open(args.baseline) as f:
+            baseline = json.load(f)
+    for path in args.update:
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(update(text, summary))
+        print(f"updated {path}")
+    for name, passed, line in selection_rows(summary, baseline):
+        print(f"{'meets' if passed else 'FAILS'} {name}: {line}")
+    print(f"mean 5-shot ConvLSTM class mIoU: {mean_five_shot(summary):.2f}")
+
+
+if __name__ == "__main__":
+    main()

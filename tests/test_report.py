@@ -1,0 +1,39 @@
+"""The published tables are generated from the published results: the card and README say what results.json says."""
+import copy
+import json
+from pathlib import Path
+
+from fss_demo import report
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = json.loads((ROOT / "weights" / "results.json").read_text())
+
+
+def test_the_card_and_readme_tables_are_the_bundled_results():
+    for path in (ROOT / "weights" / "README.md", ROOT / "README.md"):
+        text = path.read_text()
+        assert report.RESULTS_HEADER in text and report.BAD_SUPPORT_HEADER in text
+        assert report.update(text, RESULTS) == text, f"{path.name}: run python -m fss_demo.report --update"
+
+
+def test_update_replaces_a_table_and_the_model_index_and_nothing_else():
+    card = (ROOT / "weights" / "README.md").read_text()
+    changed = copy.deepcopy(RESULTS)
+    ccp = changed["results"]["ccp"]
+    ccp["convlstm"]["5"]["class_miou"] = 99.94
+    ccp["corruption"]["off_object"]["admission_mean"][1] = 0.111
+    new = report.update(card, changed)
+    assert "value: 99.94\n" in new and "| **99.9 / " in new and "| 0.11 |" in new
+    removed = set(card.splitlines()) - set(new.splitlines())
+    assert len(removed) == 3  # the model-index value, the results row, the off-object row
+    assert report.update(new, RESULTS) == card
+
+
+def test_selection_rows_name_what_fails():
+    changed = copy.deepcopy(RESULTS)
+    camvid = changed["results"]["camvid"]
+    camvid["mean"]["5"]["class_miou"] = camvid["convlstm"]["5"]["class_miou"] + 1
+    rows = {name: (passed, line) for name, passed, line in report.selection_rows(changed, baseline=RESULTS)}
+    passed, line = rows["camvid"]
+    assert not passed and "FAILS > mean of logits" in line and "1-shot 20.7 >= baseline 20.7 - 1" in line
+    assert rows["ccp"][0]  # the published model meets every row on ccp
