@@ -10,6 +10,8 @@ ones) and reports with them; --write-threshold also saves them into the --weight
 Each episode has max(--shots) supports; the k-shot result uses its first k (so curves are nested).
 Class mIoU follows PASCAL-5i: per class, intersections summed over its episodes over unions summed
 likewise, then the mean over classes. FB-IoU: foreground and background IoU over all episodes, averaged.
+The json also gives each method's pixel precision and recall of the foreground, all episodes' pixels pooled (an
+answer that misses objects has low recall; one that adds false ones, low precision).
 Scored at the network's 320x320 input resolution, pixels labelled 255 left out.
 """
 import argparse
@@ -166,7 +168,11 @@ def report(tally, shots, thresholds):
         result[method] = {}
         for k in shots:
             class_iou, fb_iou = tally.scores(method, k)
-            result[method][k] = {"class_miou": round(float(class_iou[index]), 2), "fb_iou": round(float(fb_iou[index]), 2)}
+            precision, recall = tally.precision_recall(method, k)
+            result[method][k] = {"class_miou": round(float(class_iou[index]), 2),
+                                 "fb_iou": round(float(fb_iou[index]), 2),
+                                 "precision": round(float(precision[index]), 3),
+                                 "recall": round(float(recall[index]), 3)}
     return result
 
 

@@ -23,15 +23,16 @@ def iou(predicted, truth, valid=None):
 
 class Tally:
     """Intersections and unions per (method, shots, class), at every threshold of a grid, for foreground and
-    background, so the threshold can be chosen after the episodes were run.
+    background, and the predicted foreground, so the threshold can be chosen after the episodes were run.
 
     class mIoU (PASCAL-5i): per class, intersections summed over its episodes over unions summed likewise, then
-    the mean over classes. FB-IoU: foreground IoU and background IoU over all episodes, averaged.
+    the mean over classes. FB-IoU: foreground IoU and background IoU over all episodes, averaged. Pixel precision
+    and recall: of the foreground, over all episodes' pixels pooled (does an answer miss objects or add false ones?).
     """
 
     def __init__(self, grids):
         self.grids = {method: np.asarray(grid, dtype=np.float64) for method, grid in grids.items()}
-        self.counts = {}  # (method, k, class) -> array (len(grid), 4): fg inter, fg union, bg inter, bg union
+        self.counts = {}  # (method, k, class) -> (len(grid), 5): fg inter, fg union, bg inter, bg union, predicted
 
     def add(self, method, k, class_id, scores, target):
         """scores: (H, W) tensor; target: (H, W) tensor in {0, 1, 255} (255 not scored)."""
@@ -40,16 +41,28 @@ class Tally:
         grid = torch.tensor(self.grids[method], dtype=scores.dtype)[:, None]
         predicted = scores[valid][None] > grid
         row = torch.stack([(predicted & truth).sum(1), (predicted | truth).sum(1),
-                           (~predicted & ~truth).sum(1), (~predicted | ~truth).sum(1)], 1).double().numpy()
+                           (~predicted & ~truth).sum(1), (~predicted | ~truth).sum(1), predicted.sum(1)],
+                          1).double().numpy()
         key = (method, k, class_id)
         self.counts[key] = self.counts.get(key, 0) + row
 
-    def scores(self, method, k):
-        """(class mIoU per threshold, FB-IoU per threshold), in percent."""
+    def _rows(self, method, k):
         rows = [v for (m, kk, _), v in self.counts.items() if m == method and kk == k]
         if not rows:
             raise ValueError(f"no episodes were tallied for {method} at {k} shots")
+        return rows
+
+    def scores(self, method, k):
+        """(class mIoU per threshold, FB-IoU per threshold), in percent."""
+        rows = self._rows(method, k)
         class_iou = np.mean([ratio(r[:, 0], r[:, 1]) for r in rows], axis=0)
         total = np.sum(rows, axis=0)
         fb_iou = (ratio(total[:, 0], total[:, 1]) + ratio(total[:, 2], total[:, 3])) / 2
         return 100 * class_iou, 100 * fb_iou
+
+    def precision_recall(self, method, k):
+        """(pixel precision per threshold, pixel recall per threshold) of the foreground, pooled over all episodes;
+        0 / 0 = 1 as for IoU. Truth = union - predicted + intersection."""
+        total = np.sum(self._rows(method, k), axis=0)
+        intersection, union, predicted = total[:, 0], total[:, 1], total[:, 4]
+        return ratio(intersection, predicted), ratio(intersection, union - predicted + intersection)

@@ -31,5 +31,8 @@ def test_class_miou_and_fb_iou_by_hand():
     assert class_miou[0] == pytest.approx(100 * (3 / 7 + 1) / 2)
     # FB-IoU over all episodes: fg (1 + 2 + 2) / (2 + 5 + 2) = 5/9, bg (6 + 2 + 6) / (7 + 5 + 6) = 14/18
     assert fb_iou[0] == pytest.approx(100 * (5 / 9 + 14 / 18) / 2)
+    # pixels pooled: predicted foreground 1 + 3 (the ignored pixel left out) + 2, of it true 1 + 2 + 2; truth 2 + 4 + 2
+    precision, recall = tally.precision_recall("m", 1)
+    assert precision[0] == pytest.approx(5 / 6) and recall[0] == pytest.approx(5 / 8)
     with pytest.raises(ValueError, match="no episodes"):
         tally.scores("m", 5)
