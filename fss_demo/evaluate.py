@@ -32,6 +32,7 @@ from .hub import load_model
 from .metrics import Tally
 from .head import prototype_baseline
 from .model import default_device
+from .report import bad_support_table, results_table
 
 METHODS = ("convlstm", "or", "mean", "prototype")
 # Candidate thresholds for every method: sigmoid outputs and the prototype baseline's cosine alike. The low end
@@ -139,27 +140,6 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
     return result
 
 
-def print_corruption_table(name, result, step=2):
-    clean = result["clean"]
-    print(f"{name}: support {step} corrupted; class mIoU after steps 1..5 and the step-5 change against clean "
-          f"episodes; the gate forced open at step {step} (step 5, and what forcing it cost); input gate at step "
-          f"{step} over the other steps; admission gate at step {step}")
-    print("| kind | ConvLSTM | mean of logits | OR | ConvLSTM, gate forced open | gate ratio | admission |")
-    print("|---|---|---|---|---|---|---|")
-    for kind in ("clean",) + KINDS:
-        row = result[kind]
-        cells = []
-        for method in ("convlstm", "mean", "or"):
-            curve = " ".join(f"{v:.1f}" for v in row[method])
-            cells.append(curve if kind == "clean" else f"{curve} (step 5: {row[method][-1] - clean[method][-1]:+.1f})")
-        cells.append(f"{row['forced_open'][-1]:.1f} (cost {row['forced_open'][-1] - row['convlstm'][-1]:+.1f})")
-        print(f"| {kind} | " + " | ".join(cells) + f" | {row['input_gate_ratio']:.3f} | "
-              f"{row['admission_mean'][step - 1]:.2f} |")
-    curve = result["left_out"]["convlstm"]
-    print(f"| support {step} left out (a perfect gate) | " + " ".join(f"{v:.1f}" for v in curve) +
-          f" (step 5: {curve[-1] - clean['convlstm'][-1]:+.1f}) | | | | | |")
-
-
 def report(tally, shots, thresholds):
     result = {}
     for method in METHODS:
@@ -169,7 +149,7 @@ def report(tally, shots, thresholds):
         for k in shots:
             class_iou, fb_iou = tally.scores(method, k)
             precision, recall = tally.precision_recall(method, k)
-            result[method][k] = {"class_miou": round(float(class_iou[index]), 2),
+            result[method][str(k)] = {"class_miou": round(float(class_iou[index]), 2),
                                  "fb_iou": round(float(fb_iou[index]), 2),
                                  "precision": round(float(precision[index]), 3),
                                  "recall": round(float(recall[index]), 3)}
@@ -250,10 +230,12 @@ def main(argv=None):
         results[name].update(report(tally, args.shots, thresholds))
     summary = {"episodes": args.episodes, "seed": args.seed, "shots": args.shots, "thresholds": thresholds,
                "seconds": round(time.time() - began, 1), "results": results}
-    print_table(summary)
-    for name, result in results.items():
-        if "corruption" in result:
-            print_corruption_table(name, result["corruption"])
+    print(f"{summary['episodes']} episodes per set, seed {summary['seed']}; class mIoU / FB-IoU (%)")
+    print(results_table(summary))
+    if args.corrupt:
+        print(f"support 2 made bad, {args.corrupt_episodes or args.episodes} five-shot episodes per set; class mIoU "
+              "after each step (in brackets the step-5 change against clean episodes)")
+        print(bad_support_table(summary))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)
@@ -261,17 +243,6 @@ def main(argv=None):
         from .viz import plot_shot_curves
 
         plot_shot_curves(summary).savefig(args.plot, dpi=120, bbox_inches="tight")
-
-
-def print_table(summary):
-    shots = summary["shots"]
-    print(f"{summary['episodes']} episodes per set, seed {summary['seed']}; class mIoU / FB-IoU (%)")
-    print("| set | method | " + " | ".join(f"{k}-shot" for k in shots) + " |")
-    print("|---|---|" + "---|" * len(shots))
-    for name, result in summary["results"].items():
-        for method in METHODS:
-            cells = [f"{result[method][k]['class_miou']:.1f} / {result[method][k]['fb_iou']:.1f}" for k in shots]
-            print(f"| {name} | {method} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The published numbers from an `evaluate --json` file: the model card's and README's tables, the card's
 model-index, and the selection rule's rows (NOTES.md, "How a model is chosen"), so no table is typed by hand.
+`evaluate` prints the same tables: they are formatted here only.
 
     python -m fss_demo.report weights/results.json --update weights/README.md README.md   # rewrite the tables
     python -m fss_demo.report /tmp/val.json --baseline run20.json                          # the rule's rows
@@ -14,7 +15,6 @@ METHOD_NAMES = {"convlstm": "ConvLSTM (this model)", "or": "logical OR of 1-shot
                 "mean": "mean of 1-shot logits", "prototype": "prototype baseline (training-free)"}
 BAD_SUPPORT_NAMES = {"clean": "clean", "off_object": "off object", "over_painted": "over painted",
                      "other_class": "other class", "small_patch": "small patch"}
-RESULTS_HEADER = "| set (novel classes) | method | 1-shot | 2-shot | 3-shot | 4-shot | 5-shot |"
 BAD_SUPPORT_HEADER = ("| set | support 2 | ConvLSTM steps 1-5 (step-5 change) | mean of logits (step-5 change) | "
                       "OR (step-5 change) | ConvLSTM, step-2 gate forced open (step 5; its cost) | "
                       "input gate at step 2 / other steps | admission at step 2 |")
@@ -24,12 +24,21 @@ def score(result, method, shots, metric="class_miou"):
     return result[method][str(shots)][metric]
 
 
+def results_header(shots=(1, 2, 3, 4, 5)):
+    return "| set (novel classes) | method | " + " | ".join(f"{k}-shot" for k in shots) + " |"
+
+
+RESULTS_HEADER = results_header()  # the published tables' (1 to 5 shots)
+
+
 def results_table(summary):
-    """Class mIoU / FB-IoU of every method at 1-5 shots, one row per set and method (the ConvLSTM's in bold)."""
-    lines = [RESULTS_HEADER, "|---|---|---|---|---|---|---|"]
+    """Class mIoU / FB-IoU of every method at each of the summary's shot counts, one row per set and method (the
+    ConvLSTM's in bold)."""
+    shots = summary["shots"]
+    lines = [results_header(shots), "|---|---|" + "---|" * len(shots)]
     for name, result in summary["results"].items():
         for method, label in METHOD_NAMES.items():
-            cells = [f"{score(result, method, k):.1f} / {score(result, method, k, 'fb_iou'):.1f}" for k in range(1, 6)]
+            cells = [f"{score(result, method, k):.1f} / {score(result, method, k, 'fb_iou'):.1f}" for k in shots]
             if method == "convlstm":
                 cells = [f"**{cell}**" for cell in cells]
             lines.append(f"| {name} ({len(result['classes'])}) | {label} | " + " | ".join(cells) + " |")

@@ -98,7 +98,7 @@ def plot_shot_curves(summary):
             if method not in result:
                 continue
             shots = sorted(int(k) for k in result[method])
-            ax.plot(shots, [result[method][k if k in result[method] else str(k)]["class_miou"] for k in shots],
+            ax.plot(shots, [result[method][str(k)]["class_miou"] for k in shots],
                     style, color=color, label=label)
         ax.set_title(f"{name} (novel classes)")
         ax.set_xlabel("shots")
