@@ -72,23 +72,25 @@ def fused_scores(step_logits, one_shot_logits, k):
             "mean": torch.sigmoid(one_shot_logits[:k].mean(0))}
 
 
-def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache_dir=DEFAULT_CACHE):
+def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache_dir=DEFAULT_CACHE, kinds=KINDS,
+                         forced_open=True):
     """5-shot episodes with support `step` replaced by a bad one of each kind (seeded), against the same episodes
     clean: class mIoU after every step for the ConvLSTM, the mean of 1-shot logits and the OR; the input gate's
     mean at the bad step over its mean at the other steps; and the ConvLSTM with its input gate forced open at
     the bad step (if the gates do the filtering, that must cost accuracy). Also the same episodes with support
     `step` left out (`left_out`): exactly what an admission gate at 0 gives, a perfect gate, so the least a bad
-    support can cost."""
+    support can cost. kinds: the kinds of bad support to run (each one's episodes are the same whichever others
+    run); forced_open=False skips the forced-open runs (their scores are then absent)."""
     shots = 5
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
     cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
     grid = [model.threshold]
     tallies = {variant: Tally({"convlstm": grid, "mean": grid, "or": grid, "forced_open": grid})
-               for variant in ("clean",) + KINDS}
+               for variant in ("clean",) + tuple(kinds)}
     left_out = Tally({"convlstm": grid})
-    gate_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
-    admission_sums = {variant: np.zeros(shots) for variant in ("clean",) + KINDS}
+    gate_sums = {variant: np.zeros(shots) for variant in tallies}
+    admission_sums = {variant: np.zeros(shots) for variant in tallies}
     chosen = sampler.episodes(episodes)
     with torch.inference_mode():
         for number, start in enumerate(tqdm(range(0, len(chosen), batch), desc=f"corrupting {dataset.name}",
@@ -109,20 +111,22 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
                 score = torch.sigmoid(up(without[k - 1]))
                 for i, episode in enumerate(group):
                     left_out.add("convlstm", k, episode.class_id, score[i], target[i])
-            for variant in ("clean",) + KINDS:
+            for variant in tallies:
                 supports = [[level.clone() for level in levels] for levels in clean_supports]
                 masks = [mask.clone() for mask in clean_masks]
                 if variant != "clean":
                     rng = np.random.default_rng([seed, number, KINDS.index(variant)])
                     corrupt(variant, supports, masks, step - 1, range(len(group)), [e.class_id for e in group], rng)
                 steps, one_shots, traces, admissions = model.head(query, supports, masks, one_shot=True, trace=True)
-                forced = model.head(query, supports, masks, one_shot=False, open_gate_at=(step,)).steps
+                forced = (model.head(query, supports, masks, one_shot=False, open_gate_at=(step,)).steps
+                          if forced_open else None)
                 gate_sums[variant] += [float(t["input_gate"].mean((1, 2, 3)).sum()) for t in traces]
                 admission_sums[variant] += [float(a.sum()) for a in admissions]
                 one_shot_logits = torch.stack([up(o) for o in one_shots])
                 for k in range(1, shots + 1):
-                    scores = {**fused_scores(up(steps[k - 1]), one_shot_logits, k),
-                              "forced_open": torch.sigmoid(up(forced[k - 1]))}
+                    scores = fused_scores(up(steps[k - 1]), one_shot_logits, k)
+                    if forced_open:
+                        scores["forced_open"] = torch.sigmoid(up(forced[k - 1]))
                     for method, score in scores.items():
                         for i, episode in enumerate(group):
                             tallies[variant].add(method, k, episode.class_id, score[i], target[i])
@@ -131,7 +135,7 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
         gates = gate_sums[variant] / len(chosen)
         others = np.delete(gates, step - 1)
         result[variant] = {method: [round(float(tally.scores(method, k)[0][0]), 2) for k in range(1, shots + 1)]
-                           for method in ("convlstm", "mean", "or", "forced_open")}
+                           for method in ("convlstm", "mean", "or") + (("forced_open",) if forced_open else ())}
         result[variant]["input_gate_mean"] = [round(float(g), 4) for g in gates]
         result[variant]["input_gate_ratio"] = round(float(gates[step - 1] / others.mean()), 3)
         result[variant]["admission_mean"] = [round(float(a), 4) for a in admission_sums[variant] / len(chosen)]

@@ -231,23 +231,31 @@ def agreement(support, mask, memory, query_similarity, remembered_similarity):
 
 class SupportGate(nn.Module):
     """The admission gate: how far support k >= 2 is let into the ConvLSTM (a factor of its input gate), from
-    `agreement` with the supports already in. The first support is always let in: there is nothing to compare."""
+    `agreement` with the supports already in. The first support is always let in: there is nothing to compare.
 
-    def __init__(self, hidden=32):
+    Its value is sigmoid(scale * (logit - shift)). Training runs with scale 1 and shift 0; the two are then chosen
+    on validation episodes (`fss_demo.calibrate_gate`), as the threshold is. Why: the cost of a support grows
+    with how far it is let in, so one the gate is unsure of (near 0.5, as a mask on the background of a cluttered
+    scene is left by training) costs half of what letting it fully in would; a sharper gate that starts to close
+    later keeps such supports out and costs clean ones little."""
+
+    def __init__(self, hidden=32, scale=1.0, shift=0.0):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(AGREEMENT_FEATURES, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         with torch.no_grad():
             self.net[-1].bias.fill_(2.0)  # start mostly open (0.88): a support is let in until shown bad
+        self.scale, self.shift = scale, shift
 
     def forward(self, stats):
-        return torch.sigmoid(self.net(stats))[:, :, None, None]  # (N, 1, 1, 1)
+        return torch.sigmoid(self.scale * (self.net(stats) - self.shift))[:, :, None, None]  # (N, 1, 1, 1)
 
 
 class FusionHead(nn.Module):
     """Fuses (support, query) into the ConvLSTM's input, decides how far to let each support in, runs the ConvLSTM
     and decodes each step from its hidden state and the gated evidence memory."""
 
-    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max"):
+    def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max", gate_scale=1.0,
+                 gate_shift=0.0):
         super().__init__()
         self.decoder_cue = decoder_cue
         evidence = GUIDANCE_CHANNELS + 1  # guidance maps + similarity to the object prototype
@@ -261,7 +269,7 @@ class FusionHead(nn.Module):
         self.mix = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU())
         self.attention = ResidualSpatialAttention(width)
         self.to_lstm = nn.Conv2d(width, width, 1)
-        self.support_gate = SupportGate()
+        self.support_gate = SupportGate(scale=gate_scale, shift=gate_shift)
         self.lstm = ConvLSTMCell(width, hidden)
         # The decoder sees the gated mean of supports 1..k's guidance maps and their gated maximum: the mean blurs
         # a small object that only some supports match well; the maximum keeps it.

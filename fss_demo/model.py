@@ -31,7 +31,8 @@ def default_device():
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every setting of a model, saved as its config.json. The defaults are the published model's."""
+    """Every setting of a model, saved as its config.json. The defaults are the published model's, but for the
+    admission gate's calibration: a model is trained uncalibrated (1 and 0), then calibrated."""
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
@@ -43,6 +44,10 @@ class ModelConfig:
     # The decoder's base cue after step k: "max", the gated maximum of supports 1..k's own prototype cosines (a
     # small object one support matches well stays lit); "mean", the cosine to their gated mean prototype (v0.4).
     decoder_cue: str = "max"
+    # The admission gate's value is sigmoid(gate_scale * (logit - gate_shift)); chosen on validation after
+    # training (python -m fss_demo.calibrate_gate; why: head.SupportGate). 1 and 0: the gate as trained.
+    gate_scale: float = 1.0
+    gate_shift: float = 0.0
 
     def __post_init__(self):
         if self.decoder_cue not in DECODER_CUES:
@@ -139,7 +144,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.config = config or ModelConfig()
         self.backbone = build_backbone(self.config.backbone)
         self.head = FusionHead(backbone_spec(self.config.backbone).level_channels, self.config.width,
-                               self.config.hidden, self.config.feature_dropout, self.config.decoder_cue)
+                               self.config.hidden, self.config.feature_dropout, self.config.decoder_cue,
+                               self.config.gate_scale, self.config.gate_shift)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._support_cache = OrderedDict()
@@ -153,6 +159,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def config(self, config):
         # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
         self._hub_mixin_config = config
+        if "head" in self._modules:  # a changed gate calibration acts at once, as a changed threshold does
+            self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
     @property
     def input_size(self):

@@ -301,3 +301,38 @@ def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
         inside, similarity = resize_mask(mask, level), cosine_map(level, remembered)
         torch.testing.assert_close(stats[:, column], masked_average(similarity, inside)[:, 0])
         torch.testing.assert_close(stats[:, column + 1], masked_average(similarity, 1 - inside)[:, 0])
+
+
+def test_the_gate_calibration_is_a_sharper_later_closing_sigmoid_and_is_saved(tmp_path, tiny_model, square_episode):
+    """The admission is sigmoid(scale * (logit - shift)); changing the config changes it at once, it is saved in
+    config.json, and a config.json without it (fss-demo 0.5's) loads as the gate was trained (1, 0)."""
+    import dataclasses
+    import json
+
+    from fss_demo import FewShotSegmenter
+
+    (query, _), supports = square_episode
+    gate = tiny_model.head.support_gate
+    stats = torch.randn(4, gate.net[0].in_features)
+    with torch.no_grad():
+        logit = gate.net(stats)
+        trained = tiny_model.segment(query, supports).admissions
+        tiny_model.config = dataclasses.replace(tiny_model.config, gate_scale=3.0, gate_shift=1.5)
+        try:
+            torch.testing.assert_close(gate(stats).flatten(), torch.sigmoid(3 * (logit - 1.5)).flatten())
+            calibrated = tiny_model.segment(query, supports).admissions
+            tiny_model.save_pretrained(tmp_path)
+        finally:
+            tiny_model.config = dataclasses.replace(tiny_model.config, gate_scale=1.0, gate_shift=0.0)
+        torch.testing.assert_close(gate(stats).flatten(), torch.sigmoid(logit).flatten())
+    assert calibrated[0] == trained[0] == 1.0  # the first support is always let in
+    for before, after in zip(trained[1:], calibrated[1:]):  # the same logit, mapped through the calibrated sigmoid
+        logit_k = np.log(before / (1 - before))
+        assert abs(after - 1 / (1 + np.exp(-3 * (logit_k - 1.5)))) < 1e-4
+    loaded = FewShotSegmenter.from_pretrained(tmp_path)
+    assert (loaded.head.support_gate.scale, loaded.head.support_gate.shift) == (3.0, 1.5)
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["gate_scale"], config["gate_shift"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = FewShotSegmenter.from_pretrained(tmp_path)
+    assert (loaded.head.support_gate.scale, loaded.head.support_gate.shift) == (1.0, 0.0)

@@ -129,7 +129,8 @@ def test_fixed_shares_of_episodes_per_set(labelmap_root):
 
 def test_the_defaults_are_the_published_recipe(tmp_path):
     """`python -m fss_demo.train --data ... --out ...` trains with the recipe of the bundled weights (their
-    training.json) into a model of their config, and saves the recipe beside the model."""
+    training.json) into a model of their config (before the gate is calibrated), and saves the recipe beside the
+    model."""
     import dataclasses
     import os
 
@@ -140,7 +141,10 @@ def test_the_defaults_are_the_published_recipe(tmp_path):
     with open(os.path.join(BUNDLED_WEIGHTS, "training.json")) as f:
         published = json.load(f)
     assert {**dataclasses.asdict(recipe), "data": published["data"]} == published
-    assert model_config == ModelConfig() == fss_demo.load_model().config
+    assert model_config == ModelConfig()
+    # the published config is the default one calibrated: the gate's calibration is chosen after training
+    published_config = fss_demo.load_model().config
+    assert dataclasses.replace(published_config, gate_scale=1.0, gate_shift=0.0) == model_config
     recipe, _, _ = train.parse_arguments(["--data", "a", "--out", "b", "--share", "--no-bf16", "--iterations", "7"])
     assert recipe.shares == {} and not recipe.bf16 and recipe.iterations == 7
 
@@ -153,3 +157,33 @@ def test_a_trained_model_carries_its_recipe(labelmap_root, tmp_path):
     saved = json.loads((out / "model" / "training.json").read_text())
     assert saved["iterations"] == 1 and saved["shares"] == {} and saved["data"] == ["toyset"]
     assert fss_demo.load_model(str(out / "model")).recipe == saved
+
+
+def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_path, capsys):
+    from fss_demo import calibrate_gate
+
+    out, cache = tmp_path / "run", str(tmp_path / "cache")
+    train.main(["--data", labelmap_root, "--out", str(out), "--cache", cache, "--input-size", "64", "--width", "16",
+                "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained", "--share", "--iterations", "1"])
+    assert fss_demo.load_model(str(out / "model")).config.gate_scale == 1.0  # trained uncalibrated
+    calibrate_gate.main(["--weights", str(out / "model"), "--data", labelmap_root, "--episodes", "4", "--scales", "3",
+                         "--shifts", "1.5", "--cache", cache, "--write"])
+    printed = capsys.readouterr().out
+    assert "scale 1, shift 0:" in printed and "scale 3, shift 1.5:" in printed and "off-object admission" in printed
+    chosen = printed.split("chosen: scale ")[1].split(" (")[0]
+    config = fss_demo.load_model(str(out / "model")).config
+    assert f"{config.gate_scale:g}, shift {config.gate_shift:g}" == chosen
+
+
+def test_the_gate_calibration_rule_counts_failed_rows_then_clean_scores():
+    from fss_demo.calibrate_gate import choose
+
+    def result(admission, off, left, clean=40.0):
+        return {"clean": {"convlstm": [30.0, clean]}, "left_out": {"convlstm": [30.0, left]},
+                "off_object": {"convlstm": [30.0, off], "admission_mean": [1, admission]}}
+    scored = {(1.0, 0.0): {"a": result(0.6, 38.0, 39.0), "b": result(0.3, 39.0, 39.0)},   # 2 failed rows on a
+              (3.0, 1.5): {"a": result(0.2, 38.6, 39.0), "b": result(0.1, 39.0, 39.0, clean=39.0)},  # none
+              (4.0, 2.0): {"a": result(0.1, 38.6, 39.0, clean=40.5), "b": result(0.1, 39.0, 39.0, clean=39.0)}}
+    assert choose(scored) == (4.0, 2.0)  # both meet every row; it keeps more of the clean score
+    scored[4.0, 2.0]["b"] = result(0.6, 39.0, 39.0)  # now fails a row
+    assert choose(scored) == (3.0, 1.5)
