@@ -8,7 +8,8 @@ every set (--episodes, --seed: use validation seeds, not the reported ones) with
 background, clean, and with support 2 left out. The rule is the selection rule's rows for such a support (NOTES.md):
 on every set an admission of at most 0.5 at a step-5 cost no more than 0.5 above leaving it out. Chosen: the
 calibration with the fewest failed rows, then the highest mean clean 5-shot class mIoU over the sets (the gate also
-decides how far clean supports are let in). --write saves it into the --weights folder's config.json.
+decides how far clean supports are let in); an exact tie goes to the gentler one, the first in grid order (smaller
+scale, then smaller shift). --write saves it into the --weights folder's config.json.
 """
 import argparse
 import dataclasses
@@ -42,7 +43,7 @@ def failures_and_clean_mean(results):
 
 
 def choose(scored):
-    """scored: {(scale, shift): results} -> the chosen (scale, shift)."""
+    """scored: {(scale, shift): results}, in grid order -> the chosen (scale, shift); min keeps the first of a tie."""
     def key(calibration):
         failures, clean = failures_and_clean_mean(scored[calibration])
         return failures, -clean
@@ -59,19 +60,22 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--write", action="store_true", help="save the chosen calibration into --weights/config.json")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: CUDA when present)")
     parser.add_argument("--cache", default=DEFAULT_CACHE)
     args = parser.parse_args(argv)
+    if args.write and not os.path.isdir(args.weights):
+        parser.error("--write needs a --weights folder (a Hub repo id cannot be written into)")
     torch.set_num_threads(args.threads)
 
     began = time.time()
-    model = load_model(args.weights, device=default_device())
+    model = load_model(args.weights, device=args.device or default_device())
     datasets = [open_dataset(root) for root in args.data]
     grid = [(1.0, 0.0)] + [(scale, shift) for scale in args.scales for shift in args.shifts]
     scored = {}
     for scale, shift in dict.fromkeys(grid):
         scored[scale, shift] = score_calibration(model, datasets, scale, shift, args.episodes, args.seed, args.cache)
         failures, clean = failures_and_clean_mean(scored[scale, shift])
-        print(f"scale {scale:g}, shift {shift:g}: {failures} failed rows, mean clean 5-shot {clean:.2f}")
+        print(f"scale {scale:g}, shift {shift:g}: {failures} failed rows, mean clean 5-shot {clean:.3f}")
         for name, corruption in scored[scale, shift].items():
             checks = off_object_checks(corruption)
             print(f"  {name}: " + "; ".join(("" if passed else "FAILS ") + text for text, passed in checks.items())

@@ -81,13 +81,16 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
     `step` left out (`left_out`): exactly what an admission gate at 0 gives, a perfect gate, so the least a bad
     support can cost. kinds: the kinds of bad support to run (each one's episodes are the same whichever others
     run); forced_open=False skips the forced-open runs (their scores are then absent)."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not set(kinds) <= set(KINDS):
+        raise ValueError(f"unknown kinds of bad support {sorted(set(kinds) - set(KINDS))}; known: {KINDS}")
     shots = 5
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
     cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
     grid = [model.threshold]
-    tallies = {variant: Tally({"convlstm": grid, "mean": grid, "or": grid, "forced_open": grid})
-               for variant in ("clean",) + tuple(kinds)}
+    methods = ("convlstm", "mean", "or") + (("forced_open",) if forced_open else ())
+    tallies = {variant: Tally({method: grid for method in methods}) for variant in ("clean",) + kinds}
     left_out = Tally({"convlstm": grid})
     gate_sums = {variant: np.zeros(shots) for variant in tallies}
     admission_sums = {variant: np.zeros(shots) for variant in tallies}
@@ -135,7 +138,7 @@ def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache
         gates = gate_sums[variant] / len(chosen)
         others = np.delete(gates, step - 1)
         result[variant] = {method: [round(float(tally.scores(method, k)[0][0]), 2) for k in range(1, shots + 1)]
-                           for method in ("convlstm", "mean", "or") + (("forced_open",) if forced_open else ())}
+                           for method in methods}
         result[variant]["input_gate_mean"] = [round(float(g), 4) for g in gates]
         result[variant]["input_gate_ratio"] = round(float(gates[step - 1] / others.mean()), 3)
         result[variant]["admission_mean"] = [round(float(a), 4) for a in admission_sums[variant] / len(chosen)]

@@ -1,6 +1,7 @@
 """Training, resuming and evaluating end to end on a tiny generated data set with a tiny random backbone."""
 import json
 
+import pytest
 import torch
 
 import fss_demo
@@ -112,7 +113,6 @@ def test_the_1_shot_loss_scores_clean_supports_only():
 
 def test_fixed_shares_of_episodes_per_set(labelmap_root):
     import numpy as np
-    import pytest
 
     from fss_demo.datasets import EpisodeMix, EpisodeSampler, open_dataset, training_split
 
@@ -159,20 +159,36 @@ def test_a_trained_model_carries_its_recipe(labelmap_root, tmp_path):
     assert fss_demo.load_model(str(out / "model")).recipe == saved
 
 
-def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_path, capsys):
+def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_path, capsys, monkeypatch):
     from fss_demo import calibrate_gate
+    from fss_demo.datasets import open_dataset
+    from fss_demo.evaluate import evaluate_corruptions
 
     out, cache = tmp_path / "run", str(tmp_path / "cache")
     train.main(["--data", labelmap_root, "--out", str(out), "--cache", cache, "--input-size", "64", "--width", "16",
                 "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained", "--share", "--iterations", "1"])
-    assert fss_demo.load_model(str(out / "model")).config.gate_scale == 1.0  # trained uncalibrated
+    model = fss_demo.load_model(str(out / "model"))
+    assert model.config.gate_scale == 1.0  # trained uncalibrated
+    # the off-object kind alone, without the forced-open runs, scores exactly as in the full run
+    dataset = open_dataset(labelmap_root)
+    full = evaluate_corruptions(model, dataset, 4, 1, cache_dir=cache)
+    alone = evaluate_corruptions(model, dataset, 4, 1, cache_dir=cache, kinds=("off_object",), forced_open=False)
+    assert set(alone) == {"clean", "off_object", "left_out"} and "forced_open" not in alone["clean"]
+    for variant in alone:
+        assert all(alone[variant][key] == full[variant][key] for key in alone[variant])
+    # the rule is tested on its own below; here (3, 1.5) is made the choice, so --write must save it
+    seen = []
+    monkeypatch.setattr(calibrate_gate, "choose", lambda scored: seen.append(sorted(scored)) or (3.0, 1.5))
     calibrate_gate.main(["--weights", str(out / "model"), "--data", labelmap_root, "--episodes", "4", "--scales", "3",
                          "--shifts", "1.5", "--cache", cache, "--write"])
     printed = capsys.readouterr().out
-    assert "scale 1, shift 0:" in printed and "scale 3, shift 1.5:" in printed and "off-object admission" in printed
-    chosen = printed.split("chosen: scale ")[1].split(" (")[0]
+    assert seen == [[(1.0, 0.0), (3.0, 1.5)]]  # the grid and the gate as trained
+    assert "scale 1, shift 0:" in printed and "off-object admission" in printed and "chosen: scale 3, shift 1.5" in printed
     config = fss_demo.load_model(str(out / "model")).config
-    assert f"{config.gate_scale:g}, shift {config.gate_shift:g}" == chosen
+    assert (config.gate_scale, config.gate_shift) == (3.0, 1.5)
+    with pytest.raises(SystemExit):  # --write needs a folder to write into, and says so before any work
+        calibrate_gate.main(["--weights", "owner/name", "--data", labelmap_root, "--write"])
+    assert "--write needs a --weights folder" in capsys.readouterr().err
 
 
 def test_the_gate_calibration_rule_counts_failed_rows_then_clean_scores():
