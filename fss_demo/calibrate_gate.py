@@ -20,19 +20,20 @@ import time
 import torch
 
 from .datasets import open_dataset
-from .evaluate import evaluate_corruptions
+from .evaluate import evaluate_corruptions, feature_cache
 from .features import DEFAULT_CACHE
 from .hub import load_model
 from .model import default_device
 from .report import off_object_checks
 
 
-def score_calibration(model, datasets, scale, shift, episodes, seed, cache_dir=DEFAULT_CACHE):
-    """{set name: evaluate_corruptions' result for a mask on the background} with the gate calibrated so."""
+def score_calibration(model, datasets, scale, shift, episodes, seed):
+    """{set name: evaluate_corruptions' result for a mask on the background} with the gate calibrated so.
+    datasets: [(dataset, its feature_cache)]."""
     model.config = dataclasses.replace(model.config, gate_scale=scale, gate_shift=shift)
-    return {dataset.name: evaluate_corruptions(model, dataset, episodes, seed, cache_dir=cache_dir,
-                                               kinds=("off_object",), forced_open=False)
-            for dataset in datasets}
+    return {dataset.name: evaluate_corruptions(model, dataset, cache, episodes, seed, kinds=("off_object",),
+                                               forced_open=False)
+            for dataset, cache in datasets}
 
 
 def failures_and_clean_mean(results):
@@ -69,11 +70,11 @@ def main(argv=None):
 
     began = time.time()
     model = load_model(args.weights, device=args.device or default_device())
-    datasets = [open_dataset(root) for root in args.data]
+    datasets = [(dataset, feature_cache(model, dataset, args.cache)) for dataset in map(open_dataset, args.data)]
     grid = [(1.0, 0.0)] + [(scale, shift) for scale in args.scales for shift in args.shifts]
     scored = {}
     for scale, shift in dict.fromkeys(grid):
-        scored[scale, shift] = score_calibration(model, datasets, scale, shift, args.episodes, args.seed, args.cache)
+        scored[scale, shift] = score_calibration(model, datasets, scale, shift, args.episodes, args.seed)
         failures, clean = failures_and_clean_mean(scored[scale, shift])
         print(f"scale {scale:g}, shift {shift:g}: {failures} failed rows, mean clean 5-shot {clean:.3f}")
         for name, corruption in scored[scale, shift].items():

@@ -41,10 +41,15 @@ METHODS = ("convlstm", "or", "mean", "prototype")
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)
 
 
-def evaluate_dataset(model, dataset, shots, episodes, seed, batch=20, cache_dir=DEFAULT_CACHE):
+def feature_cache(model, dataset, cache_dir=DEFAULT_CACHE):
+    """The set's backbone features at the model's input size, loaded (or computed) once and passed to each run."""
+    return FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
+
+
+def evaluate_dataset(model, dataset, cache, shots, episodes, seed, batch=20):
+    """cache: the set's `feature_cache`."""
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, max(shots), seed=seed)
-    cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
     tally = Tally({method: THRESHOLD_GRID for method in METHODS})
     chosen = sampler.episodes(episodes)
     with torch.inference_mode():
@@ -72,22 +77,20 @@ def fused_scores(step_logits, one_shot_logits, k):
             "mean": torch.sigmoid(one_shot_logits[:k].mean(0))}
 
 
-def evaluate_corruptions(model, dataset, episodes, seed, step=2, batch=20, cache_dir=DEFAULT_CACHE, kinds=KINDS,
-                         forced_open=True):
+def evaluate_corruptions(model, dataset, cache, episodes, seed, step=2, batch=20, kinds=KINDS, forced_open=True):
     """5-shot episodes with support `step` replaced by a bad one of each kind (seeded), against the same episodes
     clean: class mIoU after every step for the ConvLSTM, the mean of 1-shot logits and the OR; the input gate's
     mean at the bad step over its mean at the other steps; and the ConvLSTM with its input gate forced open at
     the bad step (if the gates do the filtering, that must cost accuracy). Also the same episodes with support
     `step` left out (`left_out`): exactly what an admission gate at 0 gives, a perfect gate, so the least a bad
-    support can cost. kinds: the kinds of bad support to run (each one's episodes are the same whichever others
+    support can cost. cache: the set's `feature_cache`. kinds: the kinds of bad support to run (each one's episodes are the same whichever others
     run); forced_open=False skips the forced-open runs (their scores are then absent)."""
-    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    kinds = tuple(kinds)
     if not set(kinds) <= set(KINDS):
         raise ValueError(f"unknown kinds of bad support {sorted(set(kinds) - set(KINDS))}; known: {KINDS}")
     shots = 5
     classes, ids = novel_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
-    cache = FeatureCache.build(dataset, model.backbone, size=model.input_size, cache_dir=cache_dir)
     grid = [model.threshold]
     methods = ("convlstm", "mean", "or") + (("forced_open",) if forced_open else ())
     tallies = {variant: Tally({method: grid for method in methods}) for variant in ("clean",) + kinds}
@@ -209,9 +212,10 @@ def main(argv=None):
     tallies, results, datasets = [], {}, []
     for root in args.data:
         dataset = open_dataset(root, fold=args.fold)
-        tally, sampler = evaluate_dataset(model, dataset, args.shots, args.episodes, args.seed, cache_dir=args.cache)
+        cache = feature_cache(model, dataset, args.cache)
+        tally, sampler = evaluate_dataset(model, dataset, cache, args.shots, args.episodes, args.seed)
         tallies.append(tally)
-        datasets.append(dataset)
+        datasets.append((dataset, cache))
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
     thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
                   "prototype": model.prototype_threshold}
@@ -221,9 +225,9 @@ def main(argv=None):
         # The corrupted episodes below are scored at the chosen threshold, like the clean ones.
         model.config = dataclasses.replace(model.config, threshold=thresholds["convlstm"])
     if args.corrupt:
-        for dataset in datasets:
+        for dataset, cache in datasets:
             results[dataset.name]["corruption"] = evaluate_corruptions(
-                model, dataset, args.corrupt_episodes or args.episodes, args.seed, cache_dir=args.cache)
+                model, dataset, cache, args.corrupt_episodes or args.episodes, args.seed)
             results[dataset.name]["corruption_threshold"] = model.threshold
     if args.write_threshold:
         config_path = os.path.join(args.weights, "config.json")

@@ -162,7 +162,7 @@ def test_a_trained_model_carries_its_recipe(labelmap_root, tmp_path):
 def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_path, capsys, monkeypatch):
     from fss_demo import calibrate_gate
     from fss_demo.datasets import open_dataset
-    from fss_demo.evaluate import evaluate_corruptions
+    from fss_demo.evaluate import evaluate_corruptions, feature_cache
 
     out, cache = tmp_path / "run", str(tmp_path / "cache")
     train.main(["--data", labelmap_root, "--out", str(out), "--cache", cache, "--input-size", "64", "--width", "16",
@@ -171,8 +171,9 @@ def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_p
     assert model.config.gate_scale == 1.0  # trained uncalibrated
     # the off-object kind alone, without the forced-open runs, scores exactly as in the full run
     dataset = open_dataset(labelmap_root)
-    full = evaluate_corruptions(model, dataset, 4, 1, cache_dir=cache)
-    alone = evaluate_corruptions(model, dataset, 4, 1, cache_dir=cache, kinds=("off_object",), forced_open=False)
+    features = feature_cache(model, dataset, cache)
+    full = evaluate_corruptions(model, dataset, features, 4, 1)
+    alone = evaluate_corruptions(model, dataset, features, 4, 1, kinds=("off_object",), forced_open=False)
     assert set(alone) == {"clean", "off_object", "left_out"} and "forced_open" not in alone["clean"]
     for variant in alone:
         assert all(alone[variant][key] == full[variant][key] for key in alone[variant])
