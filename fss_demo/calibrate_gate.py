@@ -13,7 +13,6 @@ scale, then smaller shift). --write saves it into the --weights folder's config.
 """
 import argparse
 import dataclasses
-import json
 import os
 import time
 
@@ -23,8 +22,8 @@ from .datasets import open_dataset
 from .evaluate import evaluate_corruptions, feature_cache
 from .features import DEFAULT_CACHE
 from .hub import load_model
-from .model import default_device
-from .report import off_object_checks
+from .model import default_device, update_saved_config
+from .report import check_line, off_object_checks
 
 
 def score_calibration(model, datasets, scale, shift, episodes, seed):
@@ -78,19 +77,12 @@ def main(argv=None):
         failures, clean = failures_and_clean_mean(scored[scale, shift])
         print(f"scale {scale:g}, shift {shift:g}: {failures} failed rows, mean clean 5-shot {clean:.3f}")
         for name, corruption in scored[scale, shift].items():
-            checks = off_object_checks(corruption)
-            print(f"  {name}: " + "; ".join(("" if passed else "FAILS ") + text for text, passed in checks.items())
-                  + f"; clean admission {corruption['clean']['admission_mean'][1]:.2f}", flush=True)
+            print(f"  {name}: {check_line(off_object_checks(corruption))}; clean admission "
+                  f"{corruption['clean']['admission_mean'][1]:.2f}", flush=True)
     scale, shift = choose(scored)
     print(f"chosen: scale {scale:g}, shift {shift:g} ({time.time() - began:.0f} s)")
     if args.write:
-        path = os.path.join(args.weights, "config.json")
-        with open(path) as f:
-            config = json.load(f)
-        config.update(gate_scale=scale, gate_shift=shift)
-        with open(path, "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-        print(f"saved into {path}")
+        print(f"saved into {update_saved_config(args.weights, gate_scale=scale, gate_shift=shift)}")
 
 
 if __name__ == "__main__":

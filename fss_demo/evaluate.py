@@ -31,7 +31,7 @@ from .corruptions import KINDS, corrupt
 from .hub import load_model
 from .metrics import Tally
 from .head import prototype_baseline
-from .model import default_device
+from .model import default_device, update_saved_config
 from .report import bad_support_table, results_table
 
 METHODS = ("convlstm", "or", "mean", "prototype")
@@ -160,9 +160,9 @@ def report(tally, shots, thresholds):
             class_iou, fb_iou = tally.scores(method, k)
             precision, recall = tally.precision_recall(method, k)
             result[method][str(k)] = {"class_miou": round(float(class_iou[index]), 2),
-                                 "fb_iou": round(float(fb_iou[index]), 2),
-                                 "precision": round(float(precision[index]), 3),
-                                 "recall": round(float(recall[index]), 3)}
+                                      "fb_iou": round(float(fb_iou[index]), 2),
+                                      "precision": round(float(precision[index]), 3),
+                                      "recall": round(float(recall[index]), 3)}
     return result
 
 
@@ -230,13 +230,9 @@ def main(argv=None):
                 model, dataset, cache, args.corrupt_episodes or args.episodes, args.seed)
             results[dataset.name]["corruption_threshold"] = model.threshold
     if args.write_threshold:
-        config_path = os.path.join(args.weights, "config.json")
-        with open(config_path) as f:
-            config = json.load(f)
-        config.update(threshold=thresholds["convlstm"], prototype_threshold=thresholds["prototype"])
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-        print(f"saved into {config_path}")
+        path = update_saved_config(args.weights, threshold=thresholds["convlstm"],
+                                   prototype_threshold=thresholds["prototype"])
+        print(f"saved into {path}")
     for name, tally in zip(results, tallies):
         results[name].update(report(tally, args.shots, thresholds))
     summary = {"episodes": args.episodes, "seed": args.seed, "shots": args.shots, "thresholds": thresholds,

@@ -95,6 +95,18 @@ class Segmentation:
                                   # (input_gate includes the admission factor)
 
 
+def update_saved_config(folder, **settings):
+    """Write settings chosen after training (threshold, gate calibration) into a saved model's config.json, checked
+    as loading checks it. -> the file's path"""
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
+        config = {**json.load(f), **settings}
+    ModelConfig.from_dict(config)
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    return path
+
+
 def listed(keys):
     return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") if keys else "none"
 

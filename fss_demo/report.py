@@ -121,9 +121,13 @@ def selection_rows(summary, baseline=None):
             checks[f"1-shot {one:.1f} >= baseline {before:.1f} - 1"] = one >= before - 1
         if "corruption" in result:
             checks.update(off_object_checks(result["corruption"]))
-        line = "; ".join(("" if passed else "FAILS ") + text for text, passed in checks.items())
-        rows.append((name, all(checks.values()), line))
+        rows.append((name, all(checks.values()), check_line(checks)))
     return rows
+
+
+def check_line(checks):
+    """{text: passed} -> one line, each failing check marked FAILS."""
+    return "; ".join(("" if passed else "FAILS ") + text for text, passed in checks.items())
 
 
 def off_object_checks(corruption):
