@@ -2,7 +2,8 @@
 ConvLSTM cell, the gated evidence memory, the admission gate, then `FusionHead`, which feeds supports one at a time.
 It works on backbone features; `fss_demo.model.FewShotSegmenter` owns the backbone and the user-facing API.
 """
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -350,10 +351,43 @@ class FusionHead(nn.Module):
                                                           gates["input_gate"].mean((1, 2, 3))[:, None])
         return state, memory, gates
 
+    def read_query(self, query):
+        """What every step needs of the query (list of 3 level maps (N, ...)), computed once per query: its maps
+        normalised per pixel (for the cosine cues) and projected into the fusion branch."""
+        return QueryContext(units=[F.normalize(level, dim=1) for level in query],
+                            prototype_units=F.normalize(prototype_features(query), dim=1),
+                            projections=[project(level) for project, level in zip(self.query_proj, query)])
+
+    def read_support(self, context, support, mask):
+        """What one support gives the query whatever its place in the order (`SupportPass`): its evidence and the
+        ConvLSTM's input. support: list of 3 level maps (N, ...); mask: (N, 1, H, W)."""
+        evidence, level_masks = self.evidence(context.units, context.prototype_units, support, mask)
+        x = self.lstm_input(context.projections, support, level_masks, evidence)
+        return SupportPass(support, mask, evidence, x)
+
+    def alone(self, context, passed):
+        """The support alone, from a zero state: decode's (logits, hidden at stride 8). Computed once per
+        SupportPass, whatever the runs that use it."""
+        if passed.alone is None:
+            state, memory, _ = self.step(passed.x, passed.support, passed.mask, passed.evidence, None, None,
+                                         context.prototype_units)
+            passed.alone = self.decode(state[0], memory, context.prototype_units)
+        return passed.alone
+
     def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
         """Feed supports one at a time.
 
         query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
+        Returns `fuse`'s HeadOutput (its arguments one_shot, trace and open_gate_at are described there).
+        """
+        context = self.read_query(query)
+        return self.fuse(context, [self.read_support(context, s, m) for s, m in zip(supports, masks)], one_shot,
+                         trace, open_gate_at)
+
+    def fuse(self, context, passes, one_shot=True, trace=False, open_gate_at=()):
+        """The ConvLSTM over the supports' passes in the order given (`read_query`, `read_support`; reusing
+        them, runs over other orders or subsets of the same supports cost only the steps).
+
         open_gate_at: steps (1-based) whose input gate is forced open (to test that the gates matter).
         one_shot: also return each support's own 1-shot answer. The passes of each support alone run either way
         (the fused answer is corrected towards what they find); this only decides whether their answers are returned.
@@ -361,23 +395,13 @@ class FusionHead(nn.Module):
         own 1-shot logits (the same, or [] unless one_shot), per step the gate traces ([] unless trace) and the
         admission gate's values (K tensors (N, 1, 1, 1), with gradients).
         """
-        # The query is the same at every step: its maps are normalised (for the cosine cues) and projected once.
-        query_units = [F.normalize(level, dim=1) for level in query]
-        query_prototype_units = F.normalize(prototype_features(query), dim=1)
-        query_projections = [project(level) for project, level in zip(self.query_proj, query)]
         state, memory, found, output = None, None, None, HeadOutput([], [], [], [])
-        for k, (support, mask) in enumerate(zip(supports, masks), start=1):
-            evidence, level_masks = self.evidence(query_units, query_prototype_units, support, mask)
-            x = self.lstm_input(query_projections, support, level_masks, evidence)
-            state, memory, gates = self.step(x, support, mask, evidence, state, memory, query_prototype_units,
-                                             open_gate=k in open_gate_at)
-            decoded = self.decode(state[0], memory, query_prototype_units)
+        for k, passed in enumerate(passes, start=1):
+            state, memory, gates = self.step(passed.x, passed.support, passed.mask, passed.evidence, state, memory,
+                                             context.prototype_units, open_gate=k in open_gate_at)
+            decoded = self.decode(state[0], memory, context.prototype_units)
             # The same support alone, from a zero state (step 1 already is): what it finds on its own
-            if k == 1:
-                alone = decoded
-            else:
-                alone_state, alone_memory, _ = self.step(x, support, mask, evidence, None, None, query_prototype_units)
-                alone = self.decode(alone_state[0], alone_memory, query_prototype_units)
+            alone = decoded if k == 1 else self.alone(context, passed)
             # a gated maximum, as the evidence memory's: a support kept out (admission 0) leaves it as it was
             found = alone[0] if found is None else found + gates["admission"] * F.relu(alone[0] - found)
             output.steps.append(self.answer(decoded, found))
@@ -387,6 +411,22 @@ class FusionHead(nn.Module):
             if trace:
                 output.traces.append({name: value.detach() for name, value in gates.items()})
         return output
+
+
+class QueryContext(NamedTuple):
+    units: list            # the query's 3 level maps, normalised per pixel
+    prototype_units: torch.Tensor  # its prototype features (stride 8+16), normalised per pixel
+    projections: list      # its level maps projected into the fusion branch (query_proj)
+
+
+@dataclass
+class SupportPass:
+    """One support's part of a run that does not depend on the order (FusionHead.read_support)."""
+    support: list          # its 3 level maps
+    mask: torch.Tensor     # (N, 1, H, W)
+    evidence: torch.Tensor  # (N, E, h8, w8): guidance maps and the cosine to its object prototype
+    x: torch.Tensor        # the ConvLSTM's input at stride 16
+    alone: Optional[tuple] = None  # its answer alone (FusionHead.alone), once computed
 
 
 class HeadOutput(NamedTuple):

@@ -171,7 +171,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def config(self, config):
         # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
         self._hub_mixin_config = config
-        if "head" in self._modules:  # a changed gate calibration acts at once, as a changed threshold does
+        if "head" in self._modules:  # a changed cue or gate calibration acts at once, as a changed threshold does
+            self.head.decoder_cue = config.decoder_cue
             self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
     @property
@@ -329,16 +330,18 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def leave_one_out(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]]) -> list:
         """What each support did: for each k, the ConvLSTM's final probabilities with support k left out (the
         others in their order), or None when it is the only support; at the size `segment` works at. Support
-        features come from the cache that `segment` filled, so this costs one query pass and K runs of the head."""
+        features come from the cache that `segment` filled, and each support's part that does not depend on the
+        order (its evidence, its answer alone) is worked out once: the K runs cost only the ConvLSTM's steps."""
         query_image = images.load_image(query, "The query image")
         prepared = self._prepare_supports(supports)
-        query_levels = self.features(query_image)
+        context = self.head.read_query(self.features(query_image))
+        passes = [self.head.read_support(context, features, mask) for features, mask in prepared]
         answers = []
-        for k in range(len(prepared)):
-            others = prepared[:k] + prepared[k + 1:]
+        for k in range(len(passes)):
+            others = passes[:k] + passes[k + 1:]
             if not others:
                 answers.append(None)
                 continue
-            steps = self.head(query_levels, [f for f, _ in others], [m for _, m in others], one_shot=False).steps
+            steps = self.head.fuse(context, others, one_shot=False).steps
             answers.append(self._to_probabilities(steps[-1], query_image.shape[:2]))
         return answers

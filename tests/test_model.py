@@ -192,13 +192,17 @@ def test_a_config_json_without_decoder_cue_is_a_v0_4_model_and_keeps_its_mean_cu
 def test_the_two_decoder_cues_agree_on_one_support_and_part_after_two(tiny_model, square_episode):
     """With one support the gated maximum of the supports' cosines and the cosine to their mean prototype are the
     same map; from step 2 they are not, and the cue in use is the one the answer follows."""
+    import dataclasses
+
     (query, _), supports = square_episode
     with_max = tiny_model.segment(query, supports)
-    tiny_model.head.decoder_cue = "mean"
+    tiny_model.config = dataclasses.replace(tiny_model.config, decoder_cue="mean")  # acts at once, as the threshold
     try:
+        assert tiny_model.head.decoder_cue == "mean"
         with_mean = tiny_model.segment(query, supports)
     finally:
-        tiny_model.head.decoder_cue = "max"
+        tiny_model.config = dataclasses.replace(tiny_model.config, decoder_cue="max")
+    assert tiny_model.head.decoder_cue == "max"
     np.testing.assert_allclose(with_mean.probabilities[0], with_max.probabilities[0], atol=1e-5)
     assert np.abs(with_mean.probabilities[2] - with_max.probabilities[2]).max() > 1e-3
 
@@ -279,6 +283,23 @@ def test_leave_one_out_runs_the_head_without_each_support(tiny_model, square_epi
     without_first = tiny_model.segment(query, supports[1:])
     np.testing.assert_allclose(answers[0], without_first.probabilities[-1], atol=1e-6)
     assert tiny_model.leave_one_out(query, supports[:1]) == [None]
+
+
+def test_leave_one_out_works_out_each_supports_order_free_part_once(tiny_model, square_episode, monkeypatch):
+    """Its K runs reuse each support's evidence and answer alone: with 3 supports, 3 evidence passes (before: 6)
+    and 2 answers alone (before: 3; support 1 is first wherever it is run, where the step itself is that answer)."""
+    from fss_demo.head import FusionHead
+
+    (query, _), supports = square_episode
+    calls = {"read_support": 0, "alone": 0}
+    for name in calls:
+        real = getattr(FusionHead, name)
+        def counted(self, *args, _real=real, _name=name):
+            calls[_name] += 1 if _name == "read_support" or args[-1].alone is None else 0
+            return _real(self, *args)
+        monkeypatch.setattr(FusionHead, name, counted)
+    tiny_model.leave_one_out(query, supports)
+    assert calls == {"read_support": 3, "alone": 2}
 
 
 def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
