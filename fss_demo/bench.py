@@ -5,7 +5,8 @@
 Prints median milliseconds at the network's input side (the trained one, 320x320, unless --size gives another):
 one bare backbone pass; `segment` at 1 and 5 shots with new supports every call (cold: every image goes through
 the backbone) and with the same supports and a new query (warm: support features come from the cache, as in the
-app when only the query changes). The five measurements take turns within each repeat, so a busy spell of the
+app when only the query changes); and `leave_one_out` with 5 cached supports, which the app runs after `segment` for
+its table of what each support did. The measurements take turns within each repeat, so a busy spell of the
 machine slows them alike.
 """
 import argparse
@@ -57,7 +58,8 @@ def main(argv=None):
     with torch.inference_mode():
         ms = median_ms({"backbone": lambda: model.backbone(x),
                         "cold1": lambda: new_supports(1), "warm1": lambda: model.segment(picture(), fixed[1]),
-                        "cold5": lambda: new_supports(5), "warm5": lambda: model.segment(picture(), fixed[5])},
+                        "cold5": lambda: new_supports(5), "warm5": lambda: model.segment(picture(), fixed[5]),
+                        "leave_one_out5": lambda: model.leave_one_out(picture(), fixed[5])},
                        args.repeats)
     backbone = ms["backbone"]
     print(f"threads {torch.get_num_threads()}, input {side}x{side}, median of {args.repeats} runs")
@@ -66,6 +68,7 @@ def main(argv=None):
         cold, warm = ms[f"cold{shots}"], ms[f"warm{shots}"]
         print(f"segment {shots}-shot, new supports: {cold:7.1f} ms  ({cold / ((shots + 1) * backbone):.2f}x of {shots + 1} backbone passes)")
         print(f"segment {shots}-shot, same supports, new query: {warm:7.1f} ms")
+    print(f"leave_one_out, 5 cached supports: {ms['leave_one_out5']:7.1f} ms  (the app's table of each support's effect)")
     print(f"5-shot segment / six backbone passes = {ms['cold5'] / (6 * backbone):.2f} (aim: <= 1.5)")
 
 
