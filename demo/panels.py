@@ -122,8 +122,8 @@ def effects_table(effects, seconds, scored):
             row += f" {formatted(None if e.iou_effect is None else 100 * e.iou_effect, '{:+.1f} points')} |"
         rows.append(row)
     runs = sum(e.mask_change is not None for e in effects)
-    cost = (f"Leaving each support out took {seconds:.2f} s: one pass of the backbone over the query and {runs} "
-            "runs of the small head, on the cached support features." if runs else
+    cost = (f"Leaving each support out took {seconds:.2f} s: {runs} runs of the small head, on the query's and "
+            "supports' cached features." if runs else
             "With one support there is nothing to leave out.")
     notes = [standout(effects)] + ([] if scored else ["Give the query's true mask to see each support's effect on "
                                                       "the IoU."]) + [cost]

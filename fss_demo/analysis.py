@@ -50,7 +50,7 @@ class SupportEffect:
 
 def support_effects(model, episode):
     """Each support's effect, and the seconds the leave-one-out runs took: the ConvLSTM run again without each
-    support in turn, on the support features cached by the run (one query pass and K runs of the small head)."""
+    support in turn, on the query's and supports' features cached by the run (K runs of the small head)."""
     started = time.perf_counter()
     left_out = model.leave_one_out(episode.query, episode.supports)
     seconds = time.perf_counter() - started

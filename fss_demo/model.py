@@ -161,6 +161,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._support_cache = OrderedDict()
+        self._last_query = None  # (key, backbone features) of the last query
         self.eval()
 
     @property
@@ -257,8 +258,11 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     @torch.inference_mode()
     def features(self, image):
         """RGB uint8 (H, W, 3) -> list of 3 level maps (1, C, h, w) for one image."""
-        x = torch.from_numpy(images.to_network(image, self.input_size))[None].to(self.device)
-        return self.backbone(x)
+        return self._network_features(images.to_network(image, self.input_size))
+
+    def _network_features(self, x):
+        """The backbone's level maps of one network input (float32 (3, s, s), as images.to_network gives)."""
+        return self.backbone(torch.from_numpy(x)[None].to(self.device))
 
     def _support_features(self, image, mask):
         """Backbone features of a support, cached by content: changing only the query reuses them."""
@@ -273,8 +277,19 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
             self._support_cache.popitem(last=False)
         return value
 
+    def _query_features(self, image):
+        """The query's backbone features. The last query's are kept: the app runs `leave_one_out` (and may run
+        another order) right after `segment` on the same query, which then need no backbone pass."""
+        x = images.to_network(image, self.input_size)
+        key = hashlib.sha1(x.tobytes() + str(x.shape).encode()).hexdigest()
+        last = self._last_query  # read once: another request may replace it meanwhile
+        if last is None or last[0] != key:
+            last = self._last_query = (key, self._network_features(x))
+        return last[1]
+
     def clear_cache(self):
         self._support_cache.clear()
+        self._last_query = None
 
     def _prepare_supports(self, supports):
         """Checked supports -> [(backbone features, network-size mask)], from the cache where possible."""
@@ -308,7 +323,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         """
         query_image, own_size = images.load_image_with_size(query, "The query image")
         prepared = self._prepare_supports(supports)
-        query_levels = self.features(query_image)
+        query_levels = self._query_features(query_image)
         steps, one_shots, traces, admissions = self.head(query_levels, [f for f, _ in prepared],
                                                          [m for _, m in prepared], trace=trace,
                                                          open_gate_at=tuple(open_gates))
@@ -329,12 +344,13 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     @torch.inference_mode()
     def leave_one_out(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]]) -> list:
         """What each support did: for each k, the ConvLSTM's final probabilities with support k left out (the
-        others in their order), or None when it is the only support; at the size `segment` works at. Support
-        features come from the cache that `segment` filled, and each support's part that does not depend on the
-        order (its evidence, its answer alone) is worked out once: the K runs cost only the ConvLSTM's steps."""
+        others in their order), or None when it is the only support; at the size `segment` works at. The query's
+        and supports' backbone features come from the caches that `segment` filled, and each support's part that
+        does not depend on the order (its evidence, its answer alone) is worked out once: the K runs cost only the
+        ConvLSTM's steps."""
         query_image = images.load_image(query, "The query image")
         prepared = self._prepare_supports(supports)
-        context = self.head.read_query(self.features(query_image))
+        context = self.head.read_query(self._query_features(query_image))
         passes = [self.head.read_support(context, features, mask) for features, mask in prepared]
         answers = []
         for k in range(len(passes)):

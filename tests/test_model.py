@@ -60,14 +60,16 @@ def test_any_input_size_works():
         assert h.shape == (2, 8, *size) and gates["forget_gate"].shape == h.shape
 
 
-def test_support_features_are_reused(tiny_model, square_episode, monkeypatch):
+def test_support_features_are_reused(tiny_model, square_episode):
     (query, _), supports = square_episode
     tiny_model.clear_cache()
     tiny_model.segment(query, supports)
     calls = []
-    original = tiny_model.features
-    monkeypatch.setattr(tiny_model, "features", lambda image: calls.append(1) or original(image))
-    tiny_model.segment(query[::-1].copy(), supports)
+    hook = tiny_model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        tiny_model.segment(query[::-1].copy(), supports)
+    finally:
+        hook.remove()
     assert len(calls) == 1  # only the new query went through the backbone
 
 
@@ -283,6 +285,26 @@ def test_leave_one_out_runs_the_head_without_each_support(tiny_model, square_epi
     without_first = tiny_model.segment(query, supports[1:])
     np.testing.assert_allclose(answers[0], without_first.probabilities[-1], atol=1e-6)
     assert tiny_model.leave_one_out(query, supports[:1]) == [None]
+
+
+def test_the_last_query_goes_through_the_backbone_once(tiny_model, square_episode):
+    """The app runs leave_one_out right after segment on the same query: no second backbone pass. A new query, or a
+    cleared cache, takes one."""
+    (query, _), supports = square_episode
+    tiny_model.segment(query, supports)
+    calls = []
+    hook = tiny_model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        tiny_model.leave_one_out(query, supports)
+        tiny_model.segment(query, supports)
+        assert calls == []
+        tiny_model.segment(query[::-1].copy(), supports)
+        assert len(calls) == 1
+        tiny_model.clear_cache()
+        tiny_model.leave_one_out(query, supports)
+        assert len(calls) == 2 + len(supports)  # the query and every support again
+    finally:
+        hook.remove()
 
 
 def test_leave_one_out_works_out_each_supports_order_free_part_once(tiny_model, square_episode, monkeypatch):
