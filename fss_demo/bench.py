@@ -5,8 +5,8 @@
 Prints median milliseconds at the network's input side (the trained one, 320x320, unless --size gives another):
 one bare backbone pass; `segment` at 1 and 5 shots with new supports every call (cold: every image goes through
 the backbone) and with the same supports and a new query (warm: support features come from the cache, as in the
-app when only the query changes); and `leave_one_out` with 5 cached supports, which the app runs after `segment` for
-its table of what each support did. The measurements take turns within each repeat, so a busy spell of the
+app when only the query changes); and `leave_one_out` with 5 cached supports and a new query, which the app runs
+after `segment` on the same query (cached then) for its table of what each support did. The measurements take turns within each repeat, so a busy spell of the
 machine slows them alike.
 """
 import argparse
@@ -68,7 +68,8 @@ def main(argv=None):
         cold, warm = ms[f"cold{shots}"], ms[f"warm{shots}"]
         print(f"segment {shots}-shot, new supports: {cold:7.1f} ms  ({cold / ((shots + 1) * backbone):.2f}x of {shots + 1} backbone passes)")
         print(f"segment {shots}-shot, same supports, new query: {warm:7.1f} ms")
-    print(f"leave_one_out, 5 cached supports: {ms['leave_one_out5']:7.1f} ms  (the app's table of each support's effect)")
+    print(f"leave_one_out, 5 cached supports, new query: {ms['leave_one_out5']:7.1f} ms  "
+          "(the app's table of each support's effect; the app's query is cached too)")
     print(f"5-shot segment / six backbone passes = {ms['cold5'] / (6 * backbone):.2f} (aim: <= 1.5)")
 
 

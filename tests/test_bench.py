@@ -15,5 +15,5 @@ def test_bench_runs_the_network_at_the_given_side(capsys, monkeypatch):
     monkeypatch.setattr(bench, "load_model", recording_load)
     bench.main(["--repeats", "1", "--size", "96", "--threads", "1"])
     out = capsys.readouterr().out
-    assert "input 96x96" in out and "leave_one_out, 5 cached supports:" in out
+    assert "input 96x96" in out and "leave_one_out, 5 cached supports, new query:" in out
     assert sides and set(sides) == {96}
