@@ -83,8 +83,8 @@ def evaluate_corruptions(model, dataset, cache, episodes, seed, step=2, batch=20
     mean at the bad step over its mean at the other steps; and the ConvLSTM with its input gate forced open at
     the bad step (if the gates do the filtering, that must cost accuracy). Also the same episodes with support
     `step` left out (`left_out`): exactly what an admission gate at 0 gives, a perfect gate, so the least a bad
-    support can cost. cache: the set's `feature_cache`. kinds: the kinds of bad support to run (each one's episodes are the same whichever others
-    run); forced_open=False skips the forced-open runs (their scores are then absent)."""
+    support can cost. cache: the set's `feature_cache`. kinds: the kinds of bad support to run (each one's episodes
+    are the same whichever others run); forced_open=False skips the forced-open runs (their scores are then absent)."""
     kinds = tuple(kinds)
     if not set(kinds) <= set(KINDS):
         raise ValueError(f"unknown kinds of bad support {sorted(set(kinds) - set(KINDS))}; known: {KINDS}")

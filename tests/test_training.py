@@ -184,7 +184,8 @@ def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_p
                          "--shifts", "1.5", "--cache", cache, "--write"])
     printed = capsys.readouterr().out
     assert seen == [[(1.0, 0.0), (3.0, 1.5)]]  # the grid and the gate as trained
-    assert "scale 1, shift 0:" in printed and "off-object admission" in printed and "chosen: scale 3, shift 1.5" in printed
+    assert "scale 1, shift 0:" in printed and "off-object admission" in printed
+    assert "chosen: scale 3, shift 1.5" in printed
     config = fss_demo.load_model(str(out / "model")).config
     assert (config.gate_scale, config.gate_shift) == (3.0, 1.5)
     with pytest.raises(SystemExit):  # --write needs a folder to write into, and says so before any work
