@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Optional, Union
@@ -161,6 +162,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._support_cache = OrderedDict()
+        self._support_cache_lock = threading.Lock()
         self._last_query = None  # (key, backbone features) of the last query
         self.eval()
 
@@ -267,14 +269,17 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def _support_features(self, image, mask):
         """Backbone features of a support, cached by content: changing only the query reuses them."""
         key = hashlib.sha1(image.tobytes() + str(image.shape).encode() + np.packbits(mask).tobytes()).hexdigest()
-        if key in self._support_cache:
-            self._support_cache.move_to_end(key)
-            return self._support_cache[key]
+        with self._support_cache_lock:  # the app serves requests on threads: look up and move in one go
+            value = self._support_cache.get(key)
+            if value is not None:
+                self._support_cache.move_to_end(key)
+                return value
         network_mask = torch.from_numpy(images.mask_to_network(mask, self.input_size))[None, None].to(self.device)
         value = (self.features(image), network_mask)
-        self._support_cache[key] = value
-        while len(self._support_cache) > self.config.support_cache_size:
-            self._support_cache.popitem(last=False)
+        with self._support_cache_lock:
+            self._support_cache[key] = value
+            while len(self._support_cache) > self.config.support_cache_size:
+                self._support_cache.popitem(last=False)
         return value
 
     def _query_features(self, image):
@@ -288,7 +293,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         return last[1]
 
     def clear_cache(self):
-        self._support_cache.clear()
+        with self._support_cache_lock:
+            self._support_cache.clear()
         self._last_query = None
 
     def _prepare_supports(self, supports):
