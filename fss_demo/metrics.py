@@ -33,6 +33,7 @@ class Tally:
     def __init__(self, grids):
         self.grids = {method: np.asarray(grid, dtype=np.float64) for method, grid in grids.items()}
         self.counts = {}  # (method, k, class) -> (len(grid), 5): fg inter, fg union, bg inter, bg union, predicted
+        self.episodes = {}  # (method, k) -> [(class, fg inter per threshold, fg union per threshold)], in order
 
     def add(self, method, k, class_id, scores, target):
         """scores: (H, W) tensor; target: (H, W) tensor in {0, 1, 255} (255 not scored)."""
@@ -45,6 +46,8 @@ class Tally:
                           1).double().numpy()
         key = (method, k, class_id)
         self.counts[key] = self.counts.get(key, 0) + row
+        # copies: views would keep each episode's torch tensors alive (gigabytes over an evaluation, measured)
+        self.episodes.setdefault((method, k), []).append((class_id, row[:, 0].copy(), row[:, 1].copy()))
 
     def _rows(self, method, k):
         rows = [v for (m, kk, _), v in self.counts.items() if m == method and kk == k]
@@ -66,3 +69,28 @@ class Tally:
         total = np.sum(self._rows(method, k), axis=0)
         intersection, union, predicted = total[:, 0], total[:, 1], total[:, 4]
         return ratio(intersection, predicted), ratio(intersection, union - predicted + intersection)
+
+    def difference_interval(self, first, second, threshold_index, resamples=2000, seed=0):
+        """95% bootstrap interval of class mIoU of `first` minus that of `second`, each a (method, k) tallied on
+        the same episodes in the same order: episodes are drawn with replacement, the same draw for both, so the
+        interval says whether a difference is more than which episodes happened to be drawn. -> (low, high) in %."""
+        runs = [self.episodes[key] for key in (first, second)]
+        if len(runs[0]) != len(runs[1]) or any(a[0] != b[0] for a, b in zip(*runs)):
+            raise ValueError(f"{first} and {second} were not tallied on the same episodes")
+        classes = np.unique([c for c, _, _ in runs[0]], return_inverse=True)[1]
+        count = classes.max() + 1
+        rng = np.random.default_rng(seed)
+        draws = rng.integers(0, len(classes), (resamples, len(classes)))
+        miou = []
+        for run in runs:
+            intersection = np.array([i[threshold_index] for _, i, _ in run])
+            union = np.array([u[threshold_index] for _, _, u in run])
+            per_draw = []
+            for draw in draws:
+                sums = [np.bincount(classes[draw], weights=values[draw], minlength=count)
+                        for values in (intersection, union)]
+                present = np.bincount(classes[draw], minlength=count) > 0
+                per_draw.append(ratio(sums[0], sums[1])[present].mean())
+            miou.append(np.array(per_draw))
+        low, high = np.percentile(100 * (miou[0] - miou[1]), [2.5, 97.5])
+        return float(low), float(high)

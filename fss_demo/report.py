@@ -113,9 +113,12 @@ def selection_rows(summary, baseline=None):
     rows = []
     for name, result in summary["results"].items():
         one, five = score(result, "convlstm", 1), score(result, "convlstm", 5)
-        checks = {f"5-shot {five:.1f} > OR {score(result, 'or', 5):.1f}": five > score(result, "or", 5),
-                  f"> mean of logits {score(result, 'mean', 5):.1f}": five > score(result, "mean", 5),
-                  f"rise {five - one:.1f} >= 2": five - one >= 2}
+        sure = lambda key: interval_text(result.get("intervals", {}).get(key))
+        checks = {f"5-shot {five:.1f} > OR {score(result, 'or', 5):.1f}{sure('convlstm_5_minus_or_5')}":
+                  five > score(result, "or", 5),
+                  f"> mean of logits {score(result, 'mean', 5):.1f}{sure('convlstm_5_minus_mean_5')}":
+                  five > score(result, "mean", 5),
+                  f"rise {five - one:.1f} >= 2{sure('convlstm_5_minus_convlstm_1')}": five - one >= 2}
         if baseline is not None and name in baseline["results"]:
             before = score(baseline["results"][name], "convlstm", 1)
             checks[f"1-shot {one:.1f} >= baseline {before:.1f} - 1"] = one >= before - 1
@@ -123,6 +126,12 @@ def selection_rows(summary, baseline=None):
             checks.update(off_object_checks(result["corruption"]))
         rows.append((name, all(checks.values()), check_line(checks)))
     return rows
+
+
+def interval_text(bounds):
+    """' (difference 95% interval low..high)' when evaluate gave one: does a row pass or fail by more than which
+    episodes were drawn?"""
+    return "" if bounds is None else f" (difference 95% interval {bounds[0]:+.1f}..{bounds[1]:+.1f})"
 
 
 def check_line(checks):

@@ -36,3 +36,24 @@ def test_class_miou_and_fb_iou_by_hand():
     assert precision[0] == pytest.approx(5 / 6) and recall[0] == pytest.approx(5 / 8)
     with pytest.raises(ValueError, match="no episodes"):
         tally.scores("m", 5)
+
+
+def test_the_bootstrap_interval_of_a_difference_brackets_it_and_straddles_zero_only_for_a_tie():
+    """Twenty episodes of two classes, 8 pixels each, truth 4 pixels. 'good' finds 3 of them every time; 'same' is
+    'good' again; 'tied' finds 4 or 2 in turn (3 of 4 pooled, as 'good'); 'worse' finds 3 or 1 in turn."""
+    methods = ("good", "same", "tied", "worse")
+    tally = Tally({method: [0.5] for method in methods})
+    truth = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0])
+    found = lambda n: torch.tensor([.9] * n + [.1] * (8 - n))
+    for episode in range(20):
+        turn = episode % 4 < 2  # alternates within each class
+        for method, n in zip(methods, (3, 3, 4 if turn else 2, 3 if turn else 1)):
+            tally.add(method, 5, episode % 2, found(n), truth)
+    assert tally.difference_interval(("good", 5), ("same", 5), 0) == (0.0, 0.0)
+    low, high = tally.difference_interval(("good", 5), ("tied", 5), 0)
+    assert low < 0 < high  # class mIoU 75 both: a tie, whatever the draw
+    low, high = tally.difference_interval(("good", 5), ("worse", 5), 0)
+    assert 0 < low < 25 < high  # 75 against 50
+    tally.add("same", 5, 0, found(3), truth)  # one episode more: no longer paired
+    with pytest.raises(ValueError, match="same episodes"):
+        tally.difference_interval(("good", 5), ("same", 5), 0)

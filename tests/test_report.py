@@ -37,3 +37,15 @@ def test_selection_rows_name_what_fails():
     passed, line = rows["camvid"]
     assert not passed and "FAILS > mean of logits" in line and "1-shot 20.7 >= baseline 20.7 - 1" in line
     assert rows["ccp"][0]  # the published model meets every row on ccp
+
+
+def test_selection_rows_give_each_comparison_its_bootstrap_interval():
+    caltech = RESULTS["results"]["caltech_pseudo"]
+    low, high = caltech["intervals"]["convlstm_5_minus_mean_5"]
+    rows = {name: line for name, _, line in report.selection_rows(RESULTS)}
+    expected = f"> mean of logits {report.score(caltech, 'mean', 5):.1f} (difference 95% interval {low:+.1f}..{high:+.1f})"
+    assert expected in rows["caltech_pseudo"]
+    older = copy.deepcopy(RESULTS)  # a json from before evaluate wrote intervals still reads
+    for result in older["results"].values():
+        del result["intervals"]
+    assert "interval" not in " ".join(line for _, _, line in report.selection_rows(older))

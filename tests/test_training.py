@@ -32,6 +32,8 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
         for k in ("1", "2"):
             assert 0 <= scores[method][k]["class_miou"] <= 100 and 0 <= scores[method][k]["fb_iou"] <= 100
     assert (tmp_path / "plot.png").stat().st_size > 1000
+    low, high = scores["intervals"]["convlstm_2_minus_mean_2"]  # how sure the rule's comparisons are
+    assert low <= scores["convlstm"]["2"]["class_miou"] - scores["mean"]["2"]["class_miou"] <= high
     corruption = scores["corruption"]
     assert set(corruption) == {"clean", "off_object", "over_painted", "other_class", "small_patch", "left_out"}
     left_out = corruption.pop("left_out")["convlstm"]  # support 2 never seen: its step 2 is its step 1
