@@ -167,6 +167,7 @@ def report(tally, shots, thresholds):
                                       "recall": round(float(recall[index]), 3)}
     first, last = min(shots), max(shots)
     if first != last:  # how sure the rule's comparisons are (its rows compare these numbers)
+        # at the ConvLSTM's threshold: the OR and the mean fuse the same model's outputs and share it
         index = int(np.argmin(np.abs(tally.grids["convlstm"] - thresholds["convlstm"])))
         pairs = {f"convlstm_{last}_minus_or_{last}": (("convlstm", last), ("or", last)),
                  f"convlstm_{last}_minus_mean_{last}": (("convlstm", last), ("mean", last)),
