@@ -6,8 +6,8 @@ Prints median milliseconds at the network's input side (the trained one, 320x320
 one bare backbone pass; `segment` at 1 and 5 shots with new supports every call (cold: every image goes through
 the backbone) and with the same supports and a new query (warm: support features come from the cache, as in the
 app when only the query changes); and `leave_one_out` with 5 cached supports and a new query, which the app runs
-after `segment` on the same query (cached then) for its table of what each support did. The measurements take turns within each repeat, so a busy spell of the
-machine slows them alike.
+after `segment` on the same query (cached then) for its table of what each support did. The measurements take
+turns within each repeat, so a busy spell of the machine slows them alike.
 """
 import argparse
 import dataclasses
