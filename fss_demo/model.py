@@ -161,10 +161,24 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
                                self.config.gate_scale, self.config.gate_shift)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
+        self._empty_caches()
+        self.eval()
+
+    def _empty_caches(self):
         self._support_cache = OrderedDict()
         self._support_cache_lock = threading.Lock()
         self._last_query = None  # (key, backbone features) of the last query
-        self.eval()
+
+    def __getstate__(self):
+        """For copy.deepcopy and pickle: the weights and settings, not the caches (a lock cannot be copied)."""
+        state = super().__getstate__()
+        for name in ("_support_cache", "_support_cache_lock", "_last_query"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._empty_caches()
 
     @property
     def config(self):

@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -380,3 +383,13 @@ def test_the_gate_calibration_is_a_sharper_later_closing_sigmoid_and_is_saved(tm
     (tmp_path / "config.json").write_text(json.dumps(config))
     loaded = FewShotSegmenter.from_pretrained(tmp_path)
     assert (loaded.head.support_gate.scale, loaded.head.support_gate.shift) == (1.0, 0.0)
+
+
+def test_a_copied_model_answers_alike_and_keeps_caches_of_its_own(tiny_model, square_episode):
+    """copy.deepcopy and pickle work (the support cache's lock is not copied: each copy gets empty caches)."""
+    (query, _), supports = square_episode
+    before = tiny_model.segment(query, supports).probabilities[-1]
+    for twin in (copy.deepcopy(tiny_model), pickle.loads(pickle.dumps(tiny_model))):
+        assert len(twin._support_cache) == 0 and twin._last_query is None
+        np.testing.assert_array_equal(twin.segment(query, supports).probabilities[-1], before)
+        assert twin._support_cache is not tiny_model._support_cache and len(tiny_model._support_cache) > 0
