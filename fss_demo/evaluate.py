@@ -13,7 +13,10 @@ likewise, then the mean over classes. FB-IoU: foreground and background IoU over
 The json also gives each method's pixel precision and recall of the foreground, all episodes' pixels pooled (an
 answer that misses objects has low recall; one that adds false ones, low precision), and, for the comparisons
 the selection rule makes (ConvLSTM at the most shots against the OR, the mean and its own fewest shots), a 95%
-bootstrap interval of the difference over episodes.
+bootstrap interval of the difference over episodes. With --choose-threshold it also gives the OR and the mean at
+their own best threshold for each shot count (`tuned_thresholds`, and `tuned` per set): a fused answer's best
+threshold moves with the number of answers fused, so these are the strongest versions of the two baselines;
+--tuned-from VALIDATION_JSON scores the baselines at the thresholds such a run chose (for a report on other episodes).
 Scored at the network's 320x320 input resolution, pixels labelled 255 left out.
 """
 import argparse
@@ -40,7 +43,9 @@ METHODS = ("convlstm", "or", "mean", "prototype")
 # Candidate thresholds for every method: sigmoid outputs and the prototype baseline's cosine alike. The low end
 # matters: on novel classes from an unseen kind of scene (CamVid's street objects) the model's probabilities are
 # low but still well above the background's.
-THRESHOLD_GRID = np.round(np.arange(0.05, 0.81, 0.05), 2)
+# The high end is for the OR, whose best threshold rises as it fuses more answers.
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+TUNED_BASELINES = ("or", "mean")
 
 
 def feature_cache(model, dataset, cache_dir=DEFAULT_CACHE):
@@ -152,29 +157,40 @@ def evaluate_corruptions(model, dataset, cache, episodes, seed, step=2, batch=20
     return result
 
 
-def report(tally, shots, thresholds):
-    result = {}
-    for method in METHODS:
-        grid = tally.grids[method]
-        index = int(np.argmin(np.abs(grid - thresholds[method])))
-        result[method] = {}
-        for k in shots:
-            class_iou, fb_iou = tally.scores(method, k)
-            precision, recall = tally.precision_recall(method, k)
-            result[method][str(k)] = {"class_miou": round(float(class_iou[index]), 2),
-                                      "fb_iou": round(float(fb_iou[index]), 2),
-                                      "precision": round(float(precision[index]), 3),
-                                      "recall": round(float(recall[index]), 3)}
+def report(tally, shots, thresholds, tuned_thresholds=None):
+    """One set's scores at `thresholds` (method -> threshold), its rule's intervals, and with `tuned_thresholds`
+    (method -> {shots: threshold}) the baselines' scores at those (`tuned`)."""
+    def scores_at(method, k, threshold):
+        index = index_of(tally, method, threshold)
+        class_iou, fb_iou = tally.scores(method, k)
+        precision, recall = tally.precision_recall(method, k)
+        return {"class_miou": round(float(class_iou[index]), 2), "fb_iou": round(float(fb_iou[index]), 2),
+                "precision": round(float(precision[index]), 3), "recall": round(float(recall[index]), 3)}
+
+    result = {method: {str(k): scores_at(method, k, thresholds[method]) for k in shots} for method in METHODS}
     first, last = min(shots), max(shots)
     if first != last:  # how sure the rule's comparisons are (its rows compare these numbers)
         # at the ConvLSTM's threshold: the OR and the mean fuse the same model's outputs and share it
-        index = int(np.argmin(np.abs(tally.grids["convlstm"] - thresholds["convlstm"])))
+        index = index_of(tally, "convlstm", thresholds["convlstm"])
         pairs = {f"convlstm_{last}_minus_or_{last}": (("convlstm", last), ("or", last)),
                  f"convlstm_{last}_minus_mean_{last}": (("convlstm", last), ("mean", last)),
                  f"convlstm_{last}_minus_convlstm_{first}": (("convlstm", last), ("convlstm", first))}
         result["intervals"] = {name: [round(bound, 2) for bound in tally.difference_interval(*pair, index)]
                                for name, pair in pairs.items()}
+        for method, per_shots in (tuned_thresholds or {}).items():  # against the baselines at their own thresholds
+            if last in per_shots:
+                bounds = tally.difference_interval(("convlstm", last), (method, last), index,
+                                                   index_of(tally, method, per_shots[last]))
+                result["intervals"][f"convlstm_{last}_minus_tuned_{method}_{last}"] = [round(b, 2) for b in bounds]
+    if tuned_thresholds:
+        result["tuned"] = {method: {str(k): scores_at(method, k, t) for k, t in per_shots.items()}
+                           for method, per_shots in tuned_thresholds.items()}
     return result
+
+
+def index_of(tally, method, threshold):
+    """The place of `threshold` in the method's grid (the nearest one)."""
+    return int(np.argmin(np.abs(tally.grids[method] - threshold)))
 
 
 def best_thresholds(tallies, shots):
@@ -184,6 +200,15 @@ def best_thresholds(tallies, shots):
         mean = np.mean([tally.scores(method, k)[0] for tally in tallies for k in shots], axis=0)
         best[method] = float(tallies[0].grids[method][int(np.argmax(mean))])
     best["or"] = best["mean"] = best["convlstm"]  # they fuse the same model's outputs: one threshold for all
+    return best
+
+
+def best_thresholds_per_shots(tallies, shots, method):
+    """{shots: the threshold that maximises `method`'s class mIoU at that many shots, averaged over data sets}."""
+    best = {}
+    for k in shots:
+        mean = np.mean([tally.scores(method, k)[0] for tally in tallies], axis=0)
+        best[k] = float(tallies[0].grids[method][int(np.argmax(mean))])
     return best
 
 
@@ -201,6 +226,9 @@ def main(argv=None):
                         help="pick the thresholds that score best on these episodes and report with them")
     parser.add_argument("--write-threshold", action="store_true",
                         help="with --choose-threshold: also save them into the --weights folder's config.json")
+    parser.add_argument("--tuned-from", metavar="JSON",
+                        help="an evaluate json made with --choose-threshold on other episodes: also score the OR and "
+                             "the mean at the thresholds per shot count it chose for them")
     parser.add_argument("--corrupt", action="store_true",
                         help="also run the 5-shot episodes with support 2 corrupted, each kind (see evaluate_corruptions)")
     parser.add_argument("--corrupt-episodes", type=int, default=None,
@@ -214,6 +242,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.write_threshold and not (args.choose_threshold and args.weights and os.path.isdir(args.weights)):
         parser.error("--write-threshold needs --choose-threshold and a --weights folder")
+    if args.tuned_from and args.choose_threshold:
+        parser.error("--tuned-from is for episodes the thresholds were not chosen on; --choose-threshold tunes them here")
     torch.set_num_threads(args.threads)
 
     model = load_model(args.weights, device=args.device or default_device())
@@ -230,9 +260,16 @@ def main(argv=None):
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
     thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
                   "prototype": model.prototype_threshold}
+    tuned = None
+    if args.tuned_from:
+        with open(args.tuned_from) as f:
+            chosen = json.load(f)["tuned_thresholds"]
+        tuned = {method: {int(k): t for k, t in per_shots.items() if int(k) in args.shots}
+                 for method, per_shots in chosen.items()}
     if args.choose_threshold:
         thresholds = best_thresholds(tallies, args.shots)
         print(f"chosen thresholds: {thresholds}")
+        tuned = {method: best_thresholds_per_shots(tallies, args.shots, method) for method in TUNED_BASELINES}
         # The corrupted episodes below are scored at the chosen threshold, like the clean ones.
         model.config = dataclasses.replace(model.config, threshold=thresholds["convlstm"])
     if args.corrupt:
@@ -245,7 +282,7 @@ def main(argv=None):
                                    prototype_threshold=thresholds["prototype"])
         print(f"saved into {path}")
     for name, tally in zip(results, tallies):
-        results[name].update(report(tally, args.shots, thresholds))
+        results[name].update(report(tally, args.shots, thresholds, tuned))
     summary = {"episodes": args.episodes, "seed": args.seed, "shots": args.shots, "thresholds": thresholds,
                "seconds": round(time.time() - began, 1), "results": results}
     print(f"{summary['episodes']} episodes per set, seed {summary['seed']}; class mIoU / FB-IoU (%)")
@@ -254,6 +291,9 @@ def main(argv=None):
         print(f"support 2 made bad, {args.corrupt_episodes or args.episodes} five-shot episodes per set; class mIoU "
               "after each step (in brackets the step-5 change against clean episodes)")
         print(bad_support_table(summary))
+    if tuned:
+        summary["tuned_thresholds"] = {method: {str(k): t for k, t in per_shots.items()}
+                                       for method, per_shots in tuned.items()}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

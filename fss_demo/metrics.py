@@ -71,10 +71,11 @@ class Tally:
         intersection, union, predicted = total[:, 0], total[:, 1], total[:, 4]
         return ratio(intersection, predicted), ratio(intersection, union - predicted + intersection)
 
-    def difference_interval(self, first, second, threshold_index, resamples=2000, seed=0):
+    def difference_interval(self, first, second, threshold_index, second_index=None, resamples=2000, seed=0):
         """95% bootstrap interval of class mIoU of `first` minus that of `second`, each a (method, k) tallied on
         the same episodes in the same order: episodes are drawn with replacement, the same draw for both, so the
-        interval says whether a difference is more than which episodes happened to be drawn. -> (low, high) in %."""
+        interval says whether a difference is more than which episodes happened to be drawn. Both are read at
+        the grid's `threshold_index`, or `second` at `second_index` when given. -> (low, high) in %."""
         runs = [self.episodes[key] for key in (first, second)]
         if len(runs[0]) != len(runs[1]) or any(a[0] != b[0] for a, b in zip(*runs)):
             raise ValueError(f"{first} and {second} were not tallied on the same episodes")
@@ -83,8 +84,8 @@ class Tally:
         rng = np.random.default_rng(seed)
         draws = rng.integers(0, len(classes), (resamples, len(classes)))
         miou = []
-        for run in runs:
-            intersection, union = np.array([row[threshold_index] for _, row in run]).T
+        for run, index in zip(runs, (threshold_index, threshold_index if second_index is None else second_index)):
+            intersection, union = np.array([row[index] for _, row in run]).T
             per_draw = []
             for draw in draws:
                 sums = [np.bincount(classes[draw], weights=values[draw], minlength=count)

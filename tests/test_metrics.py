@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from fss_demo.evaluate import METHODS, best_thresholds_per_shots, report
 from fss_demo.metrics import Tally, iou
 
 
@@ -57,3 +58,25 @@ def test_the_bootstrap_interval_of_a_difference_brackets_it_and_straddles_zero_o
     tally.add("same", 5, 0, found(3), truth)  # one episode more: no longer paired
     with pytest.raises(ValueError, match="same episodes"):
         tally.difference_interval(("good", 5), ("same", 5), 0)
+
+
+def test_each_baseline_gets_its_best_threshold_per_shot_count():
+    """An 'or' whose right threshold rises with the shots: at 1 shot the object scores 0.6 and the background 0.2,
+    at 2 shots the background has risen to 0.7 and the object to 0.9. Two sets agree, so the choice is 0.2-0.55 at
+    1 shot and 0.7-0.85 at 2, each the lowest such grid point (argmax takes the first best)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+    tallies = []
+    for _ in range(2):
+        tally = Tally({method: grid for method in METHODS})
+        truth = torch.tensor([1, 1, 0, 0])
+        for method in METHODS:
+            tally.add(method, 1, 1, torch.tensor([.6, .6, .2, .2]), truth)
+            tally.add(method, 2, 1, torch.tensor([.9, .9, .7, .7]), truth)
+        tallies.append(tally)
+    tuned = best_thresholds_per_shots(tallies, (1, 2), "or")
+    assert tuned == {1: 0.2, 2: 0.7}
+    scores = report(tallies[0], (1, 2), {"convlstm": 0.5, "or": 0.5, "mean": 0.5, "prototype": 0.5},
+                    {"or": tuned})
+    assert {k: v["class_miou"] for k, v in scores["tuned"]["or"].items()} == {"1": 100.0, "2": 100.0}
+    assert scores["or"]["2"]["class_miou"] == 50.0  # at the shared 0.5 the background is taken too
+    assert scores["intervals"]["convlstm_2_minus_tuned_or_2"] == [-50.0, -50.0]  # the ConvLSTM here is the OR at 0.5

@@ -49,3 +49,22 @@ def test_selection_rows_give_each_comparison_its_bootstrap_interval():
     for result in older["results"].values():
         del result["intervals"]
     assert "interval" not in " ".join(line for _, _, line in report.selection_rows(older))
+
+
+def test_selection_rows_show_the_baselines_at_their_own_thresholds_when_evaluate_tuned_them():
+    tuned = copy.deepcopy(RESULTS)
+    ccp = tuned["results"]["ccp"]
+    ccp["tuned"] = {method: copy.deepcopy(ccp[method]) for method in ("or", "mean")}
+    ccp["tuned"]["or"]["5"]["class_miou"], ccp["tuned"]["mean"]["5"]["class_miou"] = 36.45, 40.58
+    ccp["intervals"]["convlstm_5_minus_tuned_or_5"] = [3.21, 5.67]
+    ccp["intervals"]["convlstm_5_minus_tuned_mean_5"] = [-1.23, 0.45]
+    rows = {name: (passed, line) for name, passed, line in report.selection_rows(tuned)}
+    passed, line = rows["ccp"]
+    assert line.endswith("baselines at their own thresholds: OR 36.5 (difference 95% interval +3.2..+5.7), "
+                         "mean of logits 40.6 (difference 95% interval -1.2..+0.5)")
+    assert passed == dict((n, p) for n, p, _ in report.selection_rows(RESULTS))["ccp"]  # shown, not a row yet
+    table = report.results_table(tuned).splitlines()  # each tuned baseline's row follows the baseline's own
+    labels = [line.split(" | ")[1] for line in table if line.startswith("| ccp")]
+    assert labels[1:5] == [report.METHOD_NAMES["or"], f"{report.METHOD_NAMES['or']}, {report.TUNED_LABEL}",
+                           report.METHOD_NAMES["mean"], f"{report.METHOD_NAMES['mean']}, {report.TUNED_LABEL}"]
+    assert "| 36.5 / " in [line for line in table if report.TUNED_LABEL in line][0]

@@ -33,6 +33,13 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
             assert 0 <= scores[method][k]["class_miou"] <= 100 and 0 <= scores[method][k]["fb_iou"] <= 100
     assert (tmp_path / "plot.png").stat().st_size > 1000
     low, high = scores["intervals"]["convlstm_2_minus_mean_2"]  # how sure the rule's comparisons are
+    for method in ("or", "mean"):  # the baselines at their own chosen thresholds, per shot count
+        assert set(summary["tuned_thresholds"][method]) == set(scores["tuned"][method]) == {"1", "2"}
+        assert scores["tuned"][method]["2"]["class_miou"] >= scores[method]["2"]["class_miou"]  # one set: its own best
+    again = tmp_path / "again.json"  # other episodes, scored at the thresholds chosen above
+    evaluate.main(["--weights", str(out / "model"), "--data", labelmap_root, "--shots", "1", "2", "--episodes", "6",
+                   "--seed", "3", "--cache", str(cache), "--tuned-from", str(result), "--json", str(again)])
+    assert json.loads(again.read_text())["tuned_thresholds"] == summary["tuned_thresholds"]
     assert low <= scores["convlstm"]["2"]["class_miou"] - scores["mean"]["2"]["class_miou"] <= high
     corruption = scores["corruption"]
     assert set(corruption) == {"clean", "off_object", "over_painted", "other_class", "small_patch", "left_out"}
