@@ -193,23 +193,40 @@ def index_of(tally, method, threshold):
     return int(np.argmin(np.abs(tally.grids[method] - threshold)))
 
 
+def best_on_grid(tallies, method, shots):
+    """The grid threshold that maximises `method`'s class mIoU averaged over data sets and the given shot counts."""
+    mean = np.mean([tally.scores(method, k)[0] for tally in tallies for k in shots], axis=0)
+    return float(tallies[0].grids[method][int(np.argmax(mean))])
+
+
 def best_thresholds(tallies, shots):
     """The threshold per method that maximises class mIoU averaged over data sets and shot counts."""
-    best = {}
-    for method in METHODS:
-        mean = np.mean([tally.scores(method, k)[0] for tally in tallies for k in shots], axis=0)
-        best[method] = float(tallies[0].grids[method][int(np.argmax(mean))])
+    best = {method: best_on_grid(tallies, method, shots) for method in METHODS}
     best["or"] = best["mean"] = best["convlstm"]  # they fuse the same model's outputs: one threshold for all
     return best
 
 
 def best_thresholds_per_shots(tallies, shots, method):
     """{shots: the threshold that maximises `method`'s class mIoU at that many shots, averaged over data sets}."""
-    best = {}
-    for k in shots:
-        mean = np.mean([tally.scores(method, k)[0] for tally in tallies], axis=0)
-        best[k] = float(tallies[0].grids[method][int(np.argmax(mean))])
-    return best
+    return {k: best_on_grid(tallies, method, [k]) for k in shots}
+
+
+def read_tuned_thresholds(path, shots):
+    """The baselines' thresholds per shot count from a json of `evaluate --choose-threshold` -> ({method: {shots:
+    threshold}}, where they were chosen), or a ValueError that says what is missing."""
+    with open(path) as f:
+        chosen = json.load(f)
+    if "tuned_thresholds" not in chosen:
+        raise ValueError(f"{path} has no tuned_thresholds: make it with evaluate --choose-threshold")
+    tuned = {}
+    for method, per_shots in chosen["tuned_thresholds"].items():
+        missing = [k for k in shots if str(k) not in per_shots]
+        off_grid = [t for t in per_shots.values() if not np.isclose(THRESHOLD_GRID, t).any()]
+        if missing or off_grid:
+            raise ValueError(f"{path}: the {method} thresholds miss shot counts {missing} or lie off the grid "
+                             f"{off_grid}")
+        tuned[method] = {k: per_shots[str(k)] for k in shots}
+    return tuned, {"file": os.path.basename(path), "seed": chosen["seed"], "episodes": chosen["episodes"]}
 
 
 def main(argv=None):
@@ -243,7 +260,14 @@ def main(argv=None):
     if args.write_threshold and not (args.choose_threshold and args.weights and os.path.isdir(args.weights)):
         parser.error("--write-threshold needs --choose-threshold and a --weights folder")
     if args.tuned_from and args.choose_threshold:
-        parser.error("--tuned-from is for episodes the thresholds were not chosen on; --choose-threshold tunes them here")
+        parser.error("--tuned-from is for episodes the thresholds were not chosen on; "
+                     "--choose-threshold tunes them here")
+    tuned, tuned_on = None, None
+    if args.tuned_from:
+        try:
+            tuned, tuned_on = read_tuned_thresholds(args.tuned_from, args.shots)
+        except (OSError, ValueError, KeyError) as error:
+            parser.error(f"--tuned-from: {error}")
     torch.set_num_threads(args.threads)
 
     model = load_model(args.weights, device=args.device or default_device())
@@ -260,16 +284,11 @@ def main(argv=None):
         results[dataset.name] = {"classes": [dataset.class_names[c] for c in sampler.class_ids]}
     thresholds = {"convlstm": model.threshold, "or": model.threshold, "mean": model.threshold,
                   "prototype": model.prototype_threshold}
-    tuned = None
-    if args.tuned_from:
-        with open(args.tuned_from) as f:
-            chosen = json.load(f)["tuned_thresholds"]
-        tuned = {method: {int(k): t for k, t in per_shots.items() if int(k) in args.shots}
-                 for method, per_shots in chosen.items()}
     if args.choose_threshold:
         thresholds = best_thresholds(tallies, args.shots)
         print(f"chosen thresholds: {thresholds}")
         tuned = {method: best_thresholds_per_shots(tallies, args.shots, method) for method in TUNED_BASELINES}
+        tuned_on = {"file": "these episodes", "seed": args.seed, "episodes": args.episodes}
         # The corrupted episodes below are scored at the chosen threshold, like the clean ones.
         model.config = dataclasses.replace(model.config, threshold=thresholds["convlstm"])
     if args.corrupt:
@@ -294,6 +313,7 @@ def main(argv=None):
     if tuned:
         summary["tuned_thresholds"] = {method: {str(k): t for k, t in per_shots.items()}
                                        for method, per_shots in tuned.items()}
+        summary["tuned_on"] = tuned_on  # where they were chosen
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

@@ -171,7 +171,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
 
     def __getstate__(self):
         """For copy.deepcopy and pickle: the weights and settings, not the caches (a lock cannot be copied)."""
-        state = super().__getstate__()
+        state = super().__getstate__()  # a copy of __dict__: the live model keeps its caches
         for name in ("_support_cache", "_support_cache_lock", "_last_query"):
             state.pop(name, None)
         return state

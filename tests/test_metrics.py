@@ -1,9 +1,11 @@
 """The scores against numbers worked out by hand."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from fss_demo.evaluate import METHODS, best_thresholds_per_shots, report
+from fss_demo.evaluate import METHODS, best_thresholds_per_shots, read_tuned_thresholds, report
 from fss_demo.metrics import Tally, iou
 
 
@@ -80,3 +82,19 @@ def test_each_baseline_gets_its_best_threshold_per_shot_count():
     assert {k: v["class_miou"] for k, v in scores["tuned"]["or"].items()} == {"1": 100.0, "2": 100.0}
     assert scores["or"]["2"]["class_miou"] == 50.0  # at the shared 0.5 the background is taken too
     assert scores["intervals"]["convlstm_2_minus_tuned_or_2"] == [-50.0, -50.0]  # the ConvLSTM here is the OR at 0.5
+
+
+def test_tuned_thresholds_are_read_only_whole_and_on_the_grid(tmp_path):
+    path = tmp_path / "validation.json"
+    good = {"seed": 1, "episodes": 300, "tuned_thresholds": {"or": {"1": 0.5, "5": 0.8}, "mean": {"1": 0.5, "5": 0.35}}}
+    path.write_text(json.dumps(good))
+    tuned, where = read_tuned_thresholds(str(path), [1, 5])
+    assert tuned == {"or": {1: 0.5, 5: 0.8}, "mean": {1: 0.5, 5: 0.35}} and where["seed"] == 1
+    with pytest.raises(ValueError, match=r"miss shot counts \[3\]"):
+        read_tuned_thresholds(str(path), [1, 3, 5])
+    path.write_text(json.dumps({**good, "tuned_thresholds": {"or": {"1": 0.5, "5": 0.83}}}))
+    with pytest.raises(ValueError, match=r"off the grid \[0.83\]"):
+        read_tuned_thresholds(str(path), [1, 5])
+    path.write_text(json.dumps({"seed": 1, "episodes": 300}))
+    with pytest.raises(ValueError, match="make it with evaluate --choose-threshold"):
+        read_tuned_thresholds(str(path), [1, 5])

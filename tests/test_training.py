@@ -39,7 +39,10 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
     again = tmp_path / "again.json"  # other episodes, scored at the thresholds chosen above
     evaluate.main(["--weights", str(out / "model"), "--data", labelmap_root, "--shots", "1", "2", "--episodes", "6",
                    "--seed", "3", "--cache", str(cache), "--tuned-from", str(result), "--json", str(again)])
-    assert json.loads(again.read_text())["tuned_thresholds"] == summary["tuned_thresholds"]
+    again = json.loads(again.read_text())
+    assert again["tuned_thresholds"] == summary["tuned_thresholds"] and again["tuned_on"]["seed"] == 0
+    assert set(again["results"]["toyset"]["tuned"]) == {"or", "mean"}
+    assert "convlstm_2_minus_tuned_or_2" in again["results"]["toyset"]["intervals"]
     assert low <= scores["convlstm"]["2"]["class_miou"] - scores["mean"]["2"]["class_miou"] <= high
     corruption = scores["corruption"]
     assert set(corruption) == {"clean", "off_object", "over_painted", "other_class", "small_patch", "left_out"}
@@ -51,6 +54,15 @@ def test_train_resume_and_evaluate(labelmap_root, tmp_path):
         assert 0 < variant["input_gate_ratio"] and len(variant["input_gate_mean"]) == 5
     assert scores["corruption_threshold"] == summary["thresholds"]["convlstm"]  # scored like the clean episodes
     assert fss_demo.load_model(str(out / "model")).threshold == summary["thresholds"]["convlstm"]
+
+
+def test_tuned_from_a_json_without_tuned_thresholds_says_how_to_make_one(labelmap_root, tmp_path, capsys):
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"seed": 1, "episodes": 6, "results": {}}))
+    with pytest.raises(SystemExit):
+        evaluate.main(["--data", labelmap_root, "--tuned-from", str(plain)])
+    error = capsys.readouterr().err
+    assert "--tuned-from: " in error and "make it with evaluate --choose-threshold" in error
 
 
 def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_root, tmp_path):
