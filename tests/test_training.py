@@ -65,9 +65,10 @@ def test_tuned_from_a_json_without_tuned_thresholds_says_how_to_make_one(labelma
     assert "--tuned-from: " in error and "make it with evaluate --choose-threshold" in error
 
 
-def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_root, tmp_path):
+def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_root, tmp_path, monkeypatch):
     """--bf16 runs the forward pass in bfloat16 (the first loss moves a little off float32's), while the saved
-    model stays float32."""
+    model stays float32. (As on a CPU with bfloat16 kernels, whatever this machine has.)"""
+    monkeypatch.setattr(train, "bf16_is_fast", lambda device: True)
     first_losses = {}
     for name, extra in (("fp32", ["--no-bf16"]), ("bf16", ["--bf16"])):
         out = tmp_path / name
@@ -80,6 +81,16 @@ def test_bf16_training_computes_in_bfloat16_and_keeps_float32_weights(labelmap_r
         assert all(p.dtype == torch.float32 for p in model.parameters())
     assert first_losses["bf16"] != first_losses["fp32"]
     assert abs(first_losses["bf16"] - first_losses["fp32"]) < 0.02 * first_losses["fp32"]
+
+
+def test_a_cpu_without_bfloat16_kernels_trains_in_float32_and_says_so(labelmap_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "bf16_is_fast", lambda device: False)
+    out = tmp_path / "run"
+    train.main(["--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"), "--input-size", "64",
+                "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "2", "--no-pretrained",
+                "--iterations", "1", "--share", "--bf16"])
+    assert "training in float32" in capsys.readouterr().out
+    assert json.loads((out / "model" / "training.json").read_text())["bf16"] is False
 
 
 def test_data_parallel_training_on_two_cpu_processes(labelmap_root, tmp_path):
