@@ -68,3 +68,13 @@ def test_selection_rows_show_the_baselines_at_their_own_thresholds_when_evaluate
     assert labels[1:5] == [report.METHOD_NAMES["or"], f"{report.METHOD_NAMES['or']}, {report.TUNED_LABEL}",
                            report.METHOD_NAMES["mean"], f"{report.METHOD_NAMES['mean']}, {report.TUNED_LABEL}"]
     assert "| 36.5 / " in [line for line in table if report.TUNED_LABEL in line][0]
+
+
+def test_the_report_s_tuned_thresholds_and_the_model_s_threshold_were_chosen_on_the_bundled_validation():
+    validation = json.loads((ROOT / "weights" / "validation.json").read_text())
+    config = json.loads((ROOT / "weights" / "config.json").read_text())
+    assert validation["seed"] != RESULTS["seed"]  # chosen on other episodes than the reported ones
+    assert RESULTS["tuned_thresholds"] == validation["tuned_thresholds"]
+    assert RESULTS["tuned_on"] == {"file": "validation.json", "seed": validation["seed"],
+                                   "episodes": validation["episodes"]}
+    assert validation["thresholds"]["convlstm"] == config["threshold"] == RESULTS["thresholds"]["convlstm"]
