@@ -288,7 +288,6 @@ def main(argv=None):
         thresholds = best_thresholds(tallies, args.shots)
         print(f"chosen thresholds: {thresholds}")
         tuned = {method: best_thresholds_per_shots(tallies, args.shots, method) for method in TUNED_BASELINES}
-        tuned_on = {"file": "these episodes", "seed": args.seed, "episodes": args.episodes}
         # The corrupted episodes below are scored at the chosen threshold, like the clean ones.
         model.config = dataclasses.replace(model.config, threshold=thresholds["convlstm"])
     if args.corrupt:
@@ -313,7 +312,8 @@ def main(argv=None):
     if tuned:
         summary["tuned_thresholds"] = {method: {str(k): t for k, t in per_shots.items()}
                                        for method, per_shots in tuned.items()}
-        summary["tuned_on"] = tuned_on  # where they were chosen
+        if tuned_on:  # where they were chosen, when not on these episodes
+            summary["tuned_on"] = tuned_on
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=2)

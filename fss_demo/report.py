@@ -38,10 +38,11 @@ def results_table(summary):
     shots = summary["shots"]
     lines = [results_header(shots), "|---|---|" + "---|" * len(shots)]
     for name, result in summary["results"].items():
-        rows = [(label, result, method) for method, label in METHOD_NAMES.items()]
-        for method in result.get("tuned", {}):
-            place = next(i for i, row in enumerate(rows) if row[2] == method) + 1
-            rows.insert(place, (f"{METHOD_NAMES[method]}, {TUNED_LABEL}", result["tuned"], method))
+        rows = []
+        for method, label in METHOD_NAMES.items():
+            rows.append((label, result, method))
+            if method in result.get("tuned", {}):
+                rows.append((f"{label}, {TUNED_LABEL}", result["tuned"], method))
         for label, source, method in rows:
             cells = [f"{score(source, method, k):.1f} / {score(source, method, k, 'fb_iou'):.1f}" for k in shots]
             if method == "convlstm":
