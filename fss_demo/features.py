@@ -22,7 +22,8 @@ def backbone_fingerprint(backbone):
 
 
 class FeatureCache:
-    """levels[l][i]: float16 features of image i at level l; labels[i]: uint8 label map at the network size."""
+    """levels[l][i]: float16 features of image i at level l (the backbone's outputs: its three levels, then any cue
+    blocks); labels[i]: uint8 label map at the network size."""
 
     def __init__(self, ids, levels, labels):
         self.ids = list(ids)
@@ -39,7 +40,10 @@ class FeatureCache:
         image_ids = sorted(set(dataset.ids if image_ids is None else image_ids))
         # the files' sizes and times too: a regenerated set (same ids, new pictures) must not reuse old features
         key = hashlib.sha1(("\n".join(image_ids) + dataset.version()).encode()).hexdigest()[:8]
-        path = os.path.join(cache_dir, f"{dataset.name}-{backbone_fingerprint(backbone)}-{size}-{key}.pt")
+        # a backbone that also returns cue blocks' outputs caches them too, in a file of its own
+        blocks = "".join(f"b{index}" for index in getattr(backbone, "cue_blocks", ()))
+        name = f"{dataset.name}-{backbone_fingerprint(backbone)}{'-' + blocks if blocks else ''}-{size}-{key}.pt"
+        path = os.path.join(cache_dir, name)
         if os.path.isfile(path):
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return cls(saved["ids"], saved["levels"], saved["labels"])

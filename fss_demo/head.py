@@ -192,9 +192,25 @@ class EvidenceMemory:
         return self._query_similarity
 
 
-def support_prototypes(support, mask):
-    """A support's object prototypes: [stride 8+16 (N, C), stride 32 (N, C)]."""
-    return [object_prototype(support, mask), masked_average(support[2], resize_mask(mask, support[2]))]
+class SupportSummary(NamedTuple):
+    """What the admission gate and the memory read of one support, at stride 8+16 and at stride 32; it does not
+    depend on the other supports, so it is worked out once per support, not at every step it takes part in."""
+    prototypes: list       # object means (N, C): the support's object prototypes
+    backgrounds: list      # means outside the mask (N, C)
+    unit_objects: list     # means of the features normalised per pixel, inside the mask
+    unit_backgrounds: list  # and outside it
+    share: torch.Tensor    # (N,): the share of the picture the mask covers
+
+
+def summarise_support(support, mask):
+    """A support's SupportSummary. support: its backbone maps; mask: (N, 1, H, W)."""
+    columns = [[], [], [], []]
+    for level in (prototype_features(support), support[2]):
+        m, unit = resize_mask(mask, level), F.normalize(level, dim=1)
+        for column, value in zip(columns, (masked_average(level, m), masked_average(level, 1 - m),
+                                           masked_average(unit, m), masked_average(unit, 1 - m))):
+            column.append(value)
+    return SupportSummary(*columns, share=mask.mean((1, 2, 3)))
 
 
 def pearson(a, b):
@@ -207,25 +223,25 @@ def pearson(a, b):
 AGREEMENT_FEATURES = 10
 
 
-def agreement(support, mask, memory, query_similarity, remembered_similarity):
-    """How well a new support agrees with the supports the memory holds: (N, AGREEMENT_FEATURES).
+def agreement(summary, memory, query_similarity, remembered_similarity):
+    """How well a new support (its SupportSummary) agrees with the supports the memory holds:
+    (N, AGREEMENT_FEATURES).
 
     At stride 8+16 and at stride 32: the cosine of the new support's object and background prototypes to the
     remembered object prototype, and the remembered prototype's mean similarity on the new support's own picture
     inside and outside its mask (a mask moved off the object, or over-painted, puts the object outside or the
     background inside); the share of the picture the mask covers (log); and the correlation, over the query, of
     the new support's similarity map with the remembered one (another class lights up other pixels)."""
-    features = [prototype_features(support), support[2]]
     stats = []
-    for level, remembered in zip(features, memory.prototypes()):
-        m = resize_mask(mask, level)
-        stats += [F.cosine_similarity(masked_average(level, m), remembered, dim=1),
-                  F.cosine_similarity(masked_average(level, 1 - m), remembered, dim=1)]
+    for level, remembered in enumerate(memory.prototypes()):
+        stats += [F.cosine_similarity(summary.prototypes[level], remembered, dim=1),
+                  F.cosine_similarity(summary.backgrounds[level], remembered, dim=1)]
         # the mean over a mask of the picture's cosine map to `remembered`, taken as the masked mean of its unit
         # features dotted with the unit prototype: the same number, without a map that gradients must cross
-        unit, direction = F.normalize(level, dim=1), F.normalize(remembered, dim=1)
-        stats += [(masked_average(unit, m) * direction).sum(1), (masked_average(unit, 1 - m) * direction).sum(1)]
-    stats.append(mask.mean((1, 2, 3)).clamp_min(1e-4).log() / 5)
+        direction = F.normalize(remembered, dim=1)
+        stats += [(summary.unit_objects[level] * direction).sum(1),
+                  (summary.unit_backgrounds[level] * direction).sum(1)]
+    stats.append(summary.share.clamp_min(1e-4).log() / 5)
     stats.append(pearson(query_similarity, remembered_similarity))
     return torch.stack(stats, 1)
 
@@ -256,10 +272,15 @@ class FusionHead(nn.Module):
     and decodes each step from its hidden state and the gated evidence memory."""
 
     def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max", gate_scale=1.0,
-                 gate_shift=0.0):
+                 gate_shift=0.0, cue_block_channels=()):
         super().__init__()
         self.decoder_cue = decoder_cue
-        evidence = GUIDANCE_CHANNELS + 1  # guidance maps + similarity to the object prototype
+        # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue block of the
+        # backbone (ModelConfig.cue_blocks), the query's cosine to the support's object mean there. Mid-level blocks
+        # see parts and textures that the three stage outputs have already pooled away.
+        self.cue_blocks = len(cue_block_channels)
+        guidance = GUIDANCE_CHANNELS + self.cue_blocks
+        evidence = guidance + 1  # guidance maps (and block cues) + similarity to the object prototype
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
         self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
@@ -274,7 +295,7 @@ class FusionHead(nn.Module):
         self.lstm = ConvLSTMCell(width, hidden)
         # The decoder sees the gated mean of supports 1..k's guidance maps and their gated maximum: the mean blurs
         # a small object that only some supports match well; the maximum keeps it.
-        self.decoder = nn.Sequential(nn.Conv2d(hidden + 2 * GUIDANCE_CHANNELS, 32, 3, padding=1), nn.ReLU(),
+        self.decoder = nn.Sequential(nn.Conv2d(hidden + 2 * guidance, 32, 3, padding=1), nn.ReLU(),
                                      nn.Conv2d(32, 1, 1))
         # The decoder's answer is a correction on the prototype baseline's similarity, so training starts from
         # (and can always fall back to) the training-free cue. With decoder_cue "max" that cue is the gated maximum
@@ -291,24 +312,26 @@ class FusionHead(nn.Module):
             self.recall[-1].weight.zero_()
             self.recall[-1].bias.zero_()
 
-    def evidence(self, query_units, query_prototype_units, support, mask):
-        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, then the cosine to
-        its object prototype (the training-free cue). Also the support's masks at each level. The query's maps
-        come normalised per pixel (see forward)."""
-        masks = [resize_mask(mask, level) for level in support]
+    def evidence(self, query_units, query_prototype_units, support, mask, prototype):
+        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, the cue blocks'
+        cosines, then the cosine to its object prototype (stride 8+16; the training-free cue). Also the support's
+        masks at its three levels. The query's maps come normalised per pixel (see forward)."""
+        masks = [resize_mask(mask, level) for level in support[:3]]
         guidance = [level_guidance(q, s, m, with_prior=level in PRIOR_LEVELS)
                     for level, (q, s, m) in enumerate(zip(query_units, support, masks))]
+        guidance += [unit_cosine_map(q, masked_average(s, resize_mask(mask, s)))
+                     for q, s in zip(query_units[3:], support[3:])]
         size8 = query_units[0].shape[-2:]
         guidance = [F.interpolate(g, size=size8, mode="bilinear", align_corners=False) if g.shape[-2:] != size8
                     else g for g in guidance]
-        similarity = unit_cosine_map(query_prototype_units, object_prototype(support, mask))
+        similarity = unit_cosine_map(query_prototype_units, prototype)
         return torch.cat(guidance + [similarity], 1), masks
 
     def lstm_input(self, query_projections, support, masks, evidence):
         """The ConvLSTM's input at stride 16: multi-context guiding of the query (its maps projected by query_proj)
         by the support and its evidence."""
         branch = [self.feature_dropout(q) + self.support_proj[level](masked_average(s, m))[:, :, None, None]
-                  for level, (q, s, m) in enumerate(zip(query_projections, support, masks))]
+                  for level, (q, s, m) in enumerate(zip(query_projections, support[:3], masks))]
         x = self.down(branch[0] + self.guide_proj(evidence))
         for extra in branch[1:]:
             x = x + F.interpolate(extra, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -331,53 +354,56 @@ class FusionHead(nn.Module):
         logits, up = decoded
         return logits + self.recall(torch.cat([up, logits, found - logits], 1))
 
-    def admit(self, support, mask, evidence, memory, query_prototype_units):
-        """The admission gate's value for this support (N, 1, 1, 1): 1 for the first one."""
+    def admit(self, passed, memory, query_prototype_units):
+        """The admission gate's value for this support (a SupportPass) (N, 1, 1, 1): 1 for the first one."""
         if memory is None:
-            return evidence.new_ones(evidence.shape[0], 1, 1, 1)
+            return passed.evidence.new_ones(passed.evidence.shape[0], 1, 1, 1)
         remembered = memory.query_similarity(query_prototype_units)
-        return self.support_gate(agreement(support, mask, memory, evidence[:, -1:], remembered))
+        return self.support_gate(agreement(passed.summary, memory, passed.evidence[:, -1:], remembered))
 
-    def step(self, x, support, mask, evidence, state, memory, query_prototype_units, open_gate=False):
-        """One support into the ConvLSTM: (new state, new memory, gates incl. the admission). open_gate forces the
-        input gate to 1 (admission included)."""
-        admission = self.admit(support, mask, evidence, memory, query_prototype_units)
+    def step(self, passed, state, memory, query_prototype_units, open_gate=False):
+        """One support (a SupportPass) into the ConvLSTM: (new state, new memory, gates incl. the admission).
+        open_gate forces the input gate to 1 (admission included)."""
+        admission = self.admit(passed, memory, query_prototype_units)
+        x, evidence = passed.x, passed.evidence
         state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), admission=admission,
                                  open_input_gate=open_gate)
         gates["admission"] = torch.ones_like(admission) if open_gate else admission
         weight = F.interpolate(gates["input_gate"].mean(1, keepdim=True), size=evidence.shape[-2:], mode="bilinear",
                                align_corners=False)
-        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight, support_prototypes(support, mask),
+        memory = (memory or EvidenceMemory(evidence)).add(evidence, weight, passed.summary.prototypes,
                                                           gates["input_gate"].mean((1, 2, 3))[:, None])
         return state, memory, gates
 
     def read_query(self, query):
-        """What every step needs of the query (list of 3 level maps (N, ...)), computed once per query: its maps
-        normalised per pixel (for the cosine cues) and projected into the fusion branch."""
+        """What every step needs of the query (the backbone's maps (N, ...): 3 levels, then any cue blocks), computed
+        once per query: its maps normalised per pixel (for the cosine cues) and projected into the fusion branch."""
         return QueryContext(units=[F.normalize(level, dim=1) for level in query],
                             prototype_units=F.normalize(prototype_features(query), dim=1),
-                            projections=[project(level) for project, level in zip(self.query_proj, query)])
+                            projections=[project(level) for project, level in zip(self.query_proj, query[:3])])
 
     def read_support(self, context, support, mask):
-        """What one support gives the query whatever its place in the order (`SupportPass`): its evidence and the
-        ConvLSTM's input. support: list of 3 level maps (N, ...); mask: (N, 1, H, W)."""
-        evidence, level_masks = self.evidence(context.units, context.prototype_units, support, mask)
+        """What one support gives the query whatever its place in the order (`SupportPass`): its evidence, the
+        ConvLSTM's input and its summary. support: the backbone's maps (N, ...) as the query's; mask: (N, 1, H, W)."""
+        summary = summarise_support(support, mask)
+        evidence, level_masks = self.evidence(context.units, context.prototype_units, support, mask,
+                                              summary.prototypes[0])
         x = self.lstm_input(context.projections, support, level_masks, evidence)
-        return SupportPass(support, mask, evidence, x)
+        return SupportPass(support, mask, evidence, x, summary)
 
     def alone(self, context, passed):
         """The support alone, from a zero state: decode's (logits, hidden at stride 8). Computed once per
         SupportPass, whatever the runs that use it."""
         if passed.alone is None:
-            state, memory, _ = self.step(passed.x, passed.support, passed.mask, passed.evidence, None, None,
-                                         context.prototype_units)
+            state, memory, _ = self.step(passed, None, None, context.prototype_units)
             passed.alone = self.decode(state[0], memory, context.prototype_units)
         return passed.alone
 
     def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
         """Feed supports one at a time.
 
-        query: list of 3 level maps (N, ...); supports: list over K of such lists; masks: list over K of (N, 1, H, W).
+        query: the backbone's maps (N, ...): 3 levels, then any cue blocks; supports: list over K of such lists;
+        masks: list over K of (N, 1, H, W).
         Returns `fuse`'s HeadOutput (its arguments one_shot, trace and open_gate_at are described there).
         """
         context = self.read_query(query)
@@ -397,8 +423,8 @@ class FusionHead(nn.Module):
         """
         state, memory, found, output = None, None, None, HeadOutput([], [], [], [])
         for k, passed in enumerate(passes, start=1):
-            state, memory, gates = self.step(passed.x, passed.support, passed.mask, passed.evidence, state, memory,
-                                             context.prototype_units, open_gate=k in open_gate_at)
+            state, memory, gates = self.step(passed, state, memory, context.prototype_units,
+                                             open_gate=k in open_gate_at)
             decoded = self.decode(state[0], memory, context.prototype_units)
             # The same support alone, from a zero state (step 1 already is): what it finds on its own
             alone = decoded if k == 1 else self.alone(context, passed)
@@ -414,7 +440,7 @@ class FusionHead(nn.Module):
 
 
 class QueryContext(NamedTuple):
-    units: list            # the query's 3 level maps, normalised per pixel
+    units: list            # the query's backbone maps, normalised per pixel
     prototype_units: torch.Tensor  # its prototype features (stride 8+16), normalised per pixel
     projections: list      # its level maps projected into the fusion branch (query_proj)
 
@@ -422,10 +448,11 @@ class QueryContext(NamedTuple):
 @dataclass
 class SupportPass:
     """One support's part of a run that does not depend on the order (FusionHead.read_support)."""
-    support: list          # its 3 level maps
+    support: list          # its backbone maps (3 levels, then any cue blocks)
     mask: torch.Tensor     # (N, 1, H, W)
     evidence: torch.Tensor  # (N, E, h8, w8): guidance maps and the cosine to its object prototype
     x: torch.Tensor        # the ConvLSTM's input at stride 16
+    summary: SupportSummary  # what the admission gate and the memory read of it
     alone: Optional[tuple] = None  # its answer alone (FusionHead.alone), once computed
 
 

@@ -49,10 +49,15 @@ class ModelConfig:
     # training (python -m fss_demo.calibrate_gate; why: head.SupportGate). 1 and 0: the gate as trained.
     gate_scale: float = 1.0
     gate_shift: float = 0.0
+    # Backbone blocks (indices; BackboneSpec.check_cue_blocks) whose outputs give one more cue each: the query's
+    # cosine to the support's object mean at that block (HSNet's many-layer cues). Empty: the three levels only.
+    cue_blocks: tuple = ()
 
     def __post_init__(self):
         if self.decoder_cue not in DECODER_CUES:
             raise ValueError(f"decoder_cue={self.decoder_cue!r}: known cues are {DECODER_CUES}")
+        object.__setattr__(self, "cue_blocks", tuple(self.cue_blocks))  # config.json holds a list
+        backbone_spec(self.backbone).check_cue_blocks(self.cue_blocks)
 
     # Settings of earlier versions that now have one value: a config.json that holds that value still loads.
     RETIRED = {"fusion": "gated", "lstm_input_kernel": 3, "max_guidance": True, "prior_levels": [1, 2]}
@@ -155,10 +160,11 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def __init__(self, config: Optional[ModelConfig] = None):
         super().__init__()
         self.config = config or ModelConfig()
-        self.backbone = build_backbone(self.config.backbone)
-        self.head = FusionHead(backbone_spec(self.config.backbone).level_channels, self.config.width,
-                               self.config.hidden, self.config.feature_dropout, self.config.decoder_cue,
-                               self.config.gate_scale, self.config.gate_shift)
+        self.backbone = build_backbone(self.config.backbone, cue_blocks=self.config.cue_blocks)
+        spec = backbone_spec(self.config.backbone)
+        self.head = FusionHead(spec.level_channels, self.config.width, self.config.hidden, self.config.feature_dropout,
+                               self.config.decoder_cue, self.config.gate_scale, self.config.gate_shift,
+                               spec.check_cue_blocks(self.config.cue_blocks))
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._empty_caches()
@@ -273,7 +279,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
 
     @torch.inference_mode()
     def features(self, image):
-        """RGB uint8 (H, W, 3) -> list of 3 level maps (1, C, h, w) for one image."""
+        """RGB uint8 (H, W, 3) -> the backbone's maps (1, C, h, w) for one image: 3 levels, then any cue blocks."""
         return self._network_features(images.to_network(image, self.input_size))
 
     def _network_features(self, x):

@@ -166,6 +166,8 @@ def parse_arguments(argv=None):
     architecture.add_argument("--hidden", type=int, default=model.hidden)
     architecture.add_argument("--input-size", type=int, default=model.input_size,
                               help="side of the square network input")
+    architecture.add_argument("--cue-blocks", type=int, nargs="*", default=list(model.cue_blocks),
+                              help="backbone blocks that give one more cosine cue each (ModelConfig.cue_blocks)")
     training = parser.add_argument_group("the recipe (TrainConfig; the defaults are the published one's)")
     for name in ("shots", "batch", "iterations", "lr", "weight_decay", "loss_size", "dice_weight",
                  "corrupt_probability", "gate_loss_weight", "one_shot_weight", "seed"):
@@ -193,7 +195,7 @@ def parse_arguments(argv=None):
     recipe = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                             if f.name != "shares"}, shares=shares)
     model = dataclasses.replace(model, backbone=args.backbone, width=args.width, hidden=args.hidden,
-                                input_size=args.input_size)
+                                input_size=args.input_size, cue_blocks=tuple(args.cue_blocks))
     return recipe, model, args
 
 
@@ -219,7 +221,7 @@ def main(argv=None):
     torch.manual_seed(recipe.seed)  # the same initial head in every process
     model = FewShotSegmenter(config)
     if not args.no_pretrained:
-        model.backbone = build_backbone(config.backbone, imagenet=True)
+        model.backbone = build_backbone(config.backbone, imagenet=True, cue_blocks=config.cue_blocks)
     model.to(device)
     if rank > 0:
         dist.barrier()  # rank 0 computes the feature caches first; the others then read them

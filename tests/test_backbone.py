@@ -36,3 +36,28 @@ def test_efficientnet_lite0_port_matches_the_reference_implementation():
                 expected.append(h)
     for got, want in zip(levels, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_cue_blocks_come_after_the_three_levels_and_leave_them_unchanged(name):
+    spec = BACKBONES[name]
+    cue_blocks = tuple(b for b in range(len(spec.block_channels)) if b not in spec.level_blocks)[-3:]
+    torch.manual_seed(0)
+    plain = build_backbone(name)
+    with_cues = build_backbone(name, cue_blocks=cue_blocks)
+    with_cues.load_state_dict(plain.state_dict())  # the same weights: cue blocks add outputs, not parameters
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        levels, outputs = plain(x), with_cues(x)
+    assert len(outputs) == 3 + len(cue_blocks)
+    for got, want in zip(outputs, levels):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert tuple(o.shape[1] for o in outputs[3:]) == spec.check_cue_blocks(cue_blocks)
+
+
+@pytest.mark.parametrize("cue_blocks", [(6,), (4, 4), (18,), (-1,)])
+def test_a_cue_block_the_backbone_lacks_or_a_levels_own_is_refused(cue_blocks):
+    from fss_demo import ModelConfig
+
+    with pytest.raises(ValueError, match="cue_blocks"):
+        ModelConfig(cue_blocks=cue_blocks)

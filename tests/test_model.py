@@ -331,16 +331,16 @@ def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
     """The admission gate's in-mask and out-of-mask similarity statistics are the means, over the support's mask and
     its outside, of the support picture's cosine map to the remembered prototype (computed without the map)."""
     from fss_demo.head import (EvidenceMemory, agreement, cosine_map, masked_average, prototype_features,
-                                resize_mask, support_prototypes)
+                                resize_mask, summarise_support)
 
     torch.manual_seed(0)
     levels = lambda: [torch.rand(2, 4, 8, 8), torch.rand(2, 6, 4, 4), torch.rand(2, 5, 2, 2)]
     mask_of = lambda: (torch.rand(2, 1, 32, 32) > 0.5).float()
     first, first_mask, support, mask = levels(), mask_of(), levels(), mask_of()
     evidence = torch.rand(2, 3, 8, 8)
-    memory = EvidenceMemory(evidence).add(evidence, torch.ones(2, 1, 8, 8), support_prototypes(first, first_mask),
-                                          torch.ones(2, 1))
-    stats = agreement(support, mask, memory, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
+    memory = EvidenceMemory(evidence).add(evidence, torch.ones(2, 1, 8, 8),
+                                          summarise_support(first, first_mask).prototypes, torch.ones(2, 1))
+    stats = agreement(summarise_support(support, mask), memory, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
     # per level: cosine of the object and background prototypes, then the similarity map's mean inside and outside
     for column, level, remembered in [(2, prototype_features(support), memory.prototypes()[0]),
                                       (6, support[2], memory.prototypes()[1])]:
@@ -393,3 +393,26 @@ def test_a_copied_model_answers_alike_and_keeps_caches_of_its_own(tiny_model, sq
         assert len(twin._support_cache) == 0 and twin._last_query is None
         np.testing.assert_array_equal(twin.segment(query, supports).probabilities[-1], before)
         assert twin._support_cache is not tiny_model._support_cache and len(tiny_model._support_cache) > 0
+
+
+def test_a_model_with_cue_blocks_saves_loads_and_segments(square_episode, tmp_path):
+    """Cue blocks (HSNet-style cues from intermediate backbone blocks) are part of the config: a saved model
+    loads with the same backbone outputs and head, and gives the same answer."""
+    import json
+
+    from fss_demo import FewShotSegmenter, ModelConfig
+
+    (query, _), supports = square_episode
+    torch.manual_seed(0)
+    model = FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16, cue_blocks=(4, 8, 15)))
+    plain = FewShotSegmenter(ModelConfig(input_size=64, width=16, hidden=16))
+    # three more evidence channels: into the ConvLSTM's input and, as mean and maximum, into the decoder
+    assert model.head.guide_proj.in_channels == plain.head.guide_proj.in_channels + 3
+    assert model.head.decoder[0].in_channels == plain.head.decoder[0].in_channels + 6
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["cue_blocks"] == [4, 8, 15]
+    loaded = FewShotSegmenter.from_pretrained(tmp_path)
+    assert loaded.config == model.config and loaded.backbone.cue_blocks == (4, 8, 15)
+    seg = loaded.segment(query, supports)
+    np.testing.assert_array_equal(seg.probabilities[-1], model.segment(query, supports).probabilities[-1])
+    assert len(seg.masks) == len(supports)

@@ -191,6 +191,25 @@ def test_a_trained_model_carries_its_recipe(labelmap_root, tmp_path):
     assert fss_demo.load_model(str(out / "model")).recipe == saved
 
 
+def test_training_with_cue_blocks_caches_their_features_apart_and_evaluates(labelmap_root, tmp_path):
+    from fss_demo import evaluate
+
+    cache = tmp_path / "cache"
+    common = ["--data", labelmap_root, "--cache", str(cache), "--input-size", "64", "--width", "16", "--hidden", "16",
+              "--batch", "2", "--shots", "2", "--no-pretrained", "--share", "--iterations", "1"]
+    train.main(common + ["--out", str(tmp_path / "plain")])
+    train.main(common + ["--out", str(tmp_path / "cues"), "--cue-blocks", "4", "15"])
+    files = sorted(path.name for path in cache.iterdir())
+    # the same pictures and backbone weights, but the cue blocks' outputs are cached in a file of their own
+    assert len(files) == 2 and sum("-b4b15-" in name for name in files) == 1
+    model = fss_demo.load_model(str(tmp_path / "cues" / "model"))
+    assert model.config.cue_blocks == (4, 15)
+    result = tmp_path / "cues.json"
+    evaluate.main(["--weights", str(tmp_path / "cues" / "model"), "--data", labelmap_root, "--shots", "1", "2",
+                   "--episodes", "4", "--cache", str(cache), "--json", str(result)])
+    assert json.loads(result.read_text())
+
+
 def test_calibrating_the_gate_writes_the_chosen_calibration(labelmap_root, tmp_path, capsys, monkeypatch):
     from fss_demo import calibrate_gate
     from fss_demo.datasets import open_dataset

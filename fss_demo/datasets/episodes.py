@@ -78,7 +78,8 @@ def collate(items, device="cpu"):
     """Batch episodes for the head from cached features.
 
     items: [(dataset, feature cache, Episode)], all with the same number of supports K.
-    Returns query levels [3 x (B, C, h, w)], supports [K x [3 levels]], support masks [K x (B, 1, H, W)],
+    Returns query maps [L x (B, C, h, w)] (the cache's: 3 levels, then any cue blocks), supports [K x [L maps]],
+    support masks [K x (B, 1, H, W)],
     query targets (B, H, W) in {0, 1, 255}.
     """
     levels, targets = [], []
@@ -87,7 +88,7 @@ def collate(items, device="cpu"):
         levels.append(features)
         targets.append(torch.from_numpy(dataset.binarize(labels.numpy(), episode.class_id)))
     shots = len(items[0][2].supports)
-    levels = [torch.stack([episode[l] for episode in levels]).to(device) for l in range(3)]  # (B, 1+K, C, h, w)
+    levels = [torch.stack(level).to(device) for level in zip(*levels)]  # L maps (B, 1+K, C, h, w)
     targets = torch.stack(targets).to(device)  # (B, 1+K, H, W)
     query = [level[:, 0] for level in levels]
     supports = [[level[:, k] for level in levels] for k in range(1, shots + 1)]
