@@ -32,42 +32,48 @@ def test_update_replaces_a_table_and_the_model_index_and_nothing_else():
 def test_selection_rows_name_what_fails():
     changed = copy.deepcopy(RESULTS)
     camvid = changed["results"]["camvid"]
-    camvid["mean"]["5"]["class_miou"] = camvid["convlstm"]["5"]["class_miou"] + 1
-    rows = {name: (passed, line) for name, passed, line in report.selection_rows(changed, baseline=RESULTS)}
-    passed, line = rows["camvid"]
-    assert not passed and "FAILS > mean of logits" in line and "1-shot 20.7 >= baseline 20.7 - 1" in line
-    assert rows["ccp"][0]  # the published model meets every row on ccp
+    camvid["tuned"]["mean"]["5"]["class_miou"] = camvid["convlstm"]["5"]["class_miou"] + 1
+    camvid["intervals"]["convlstm_5_minus_tuned_mean_5"] = [-1.6, -0.4]  # wholly below 0: an outright failure
+    rows = {name: (counts, line) for name, counts, line in report.selection_rows(changed, baseline=RESULTS)}
+    counts, line = rows["camvid"]
+    assert counts["FAILS"] == 1 and "FAILS 5-shot 30.1 > mean of logits at its own threshold 31.1" in line
+    assert "1-shot 20.7 >= baseline 20.7 - 1" in line
+    assert rows["ccp"][0] == {"meets": 6, "tie": 0, "FAILS": 0}  # the published model meets every row on ccp
+
+
+def test_a_row_whose_interval_holds_its_bound_is_a_tie():
+    assert report.verdict(True, (0.1, 1.0)) == "meets" and report.verdict(True, (-0.4, 0.2)) == "tie"
+    assert report.verdict(False, (-0.9, -0.04)) == "FAILS"
+    assert report.verdict(False, (1.0, 2.3), bound=2.0) == "tie" and report.verdict(True, (2.1, 3.0), 2.0) == "meets"
+    assert report.verdict(True) == "meets" and report.verdict(False) == "FAILS"  # no interval: the scores say
+    # on the published seed-0 report: CamVid against the tuned OR, Caltech against the tuned mean and its rise
+    rows = {name: line for name, _, line in report.selection_rows(RESULTS)}
+    assert "TIE 5-shot 30.1 > OR at its own threshold 29.0" in rows["camvid"]
+    assert "TIE rise 1.6 >= 2" in rows["caltech_pseudo"]
 
 
 def test_selection_rows_give_each_comparison_its_bootstrap_interval():
     caltech = RESULTS["results"]["caltech_pseudo"]
-    low, high = caltech["intervals"]["convlstm_5_minus_mean_5"]
+    low, high = caltech["intervals"]["convlstm_5_minus_tuned_mean_5"]
     rows = {name: line for name, _, line in report.selection_rows(RESULTS)}
-    expected = f"> mean of logits {report.score(caltech, 'mean', 5):.1f} (difference 95% interval {low:+.1f}..{high:+.1f})"
+    expected = (f"> mean of logits at its own threshold {report.score(caltech['tuned'], 'mean', 5):.1f} "
+                f"(difference 95% interval {low:+.1f}..{high:+.1f})")
     assert expected in rows["caltech_pseudo"]
-    older = copy.deepcopy(RESULTS)  # a json from before evaluate wrote intervals still reads
+    older = copy.deepcopy(RESULTS)  # a json from before evaluate wrote intervals and tuned baselines still reads
     for result in older["results"].values():
-        del result["intervals"]
-    assert "interval" not in " ".join(line for _, _, line in report.selection_rows(older))
+        del result["intervals"], result["tuned"]
+    lines = " ".join(line for _, _, line in report.selection_rows(older))
+    assert "interval" not in lines and "own threshold" not in lines and "TIE" not in lines
+    assert "FAILS 5-shot 82.4 > mean of logits 82.5" in lines  # then at the model's threshold, as before
 
 
-def test_selection_rows_show_the_baselines_at_their_own_thresholds_when_evaluate_tuned_them():
-    tuned = copy.deepcopy(RESULTS)
-    ccp = tuned["results"]["ccp"]
-    ccp["tuned"] = {method: copy.deepcopy(ccp[method]) for method in ("or", "mean")}
-    ccp["tuned"]["or"]["5"]["class_miou"], ccp["tuned"]["mean"]["5"]["class_miou"] = 36.45, 40.58
-    ccp["intervals"]["convlstm_5_minus_tuned_or_5"] = [3.21, 5.67]
-    ccp["intervals"]["convlstm_5_minus_tuned_mean_5"] = [-1.23, 0.45]
-    rows = {name: (passed, line) for name, passed, line in report.selection_rows(tuned)}
-    passed, line = rows["ccp"]
-    assert line.endswith("baselines at their own thresholds: OR 36.5 (difference 95% interval +3.2..+5.7), "
-                         "mean of logits 40.6 (difference 95% interval -1.2..+0.5)")
-    assert passed == dict((n, p) for n, p, _ in report.selection_rows(RESULTS))["ccp"]  # shown, not a row yet
-    table = report.results_table(tuned).splitlines()  # each tuned baseline's row follows the baseline's own
+def test_the_results_table_shows_the_baselines_at_their_own_thresholds_beside_their_own_rows():
+    table = report.results_table(RESULTS).splitlines()  # each tuned baseline's row follows the baseline's own
     labels = [line.split(" | ")[1] for line in table if line.startswith("| ccp")]
     assert labels[1:5] == [report.METHOD_NAMES["or"], f"{report.METHOD_NAMES['or']}, {report.TUNED_LABEL}",
                            report.METHOD_NAMES["mean"], f"{report.METHOD_NAMES['mean']}, {report.TUNED_LABEL}"]
-    assert "| 36.5 / " in [line for line in table if report.TUNED_LABEL in line][0]
+    tuned_or = report.score(RESULTS["results"]["ccp"]["tuned"], "or", 5)
+    assert f"| {tuned_or:.1f} / " in [line for line in table if report.TUNED_LABEL in line][0]
 
 
 def test_the_report_s_tuned_thresholds_and_the_model_s_threshold_were_chosen_on_the_bundled_validation():
