@@ -164,8 +164,10 @@ def interval_text(bounds):
 
 
 def check_line(checks):
-    """{text: verdict} -> one line, each check that does not meet its bound marked FAILS or TIE."""
-    return "; ".join({"meets": "", "tie": "TIE ", "FAILS": "FAILS "}[outcome] + text for text, outcome in checks.items())
+    """{text: verdict, or True / False for passed} -> one line, each check that does not meet its bound marked
+    FAILS or TIE."""
+    marks = {"meets": "", "tie": "TIE ", "FAILS": "FAILS ", True: "", False: "FAILS "}
+    return "; ".join(marks[outcome] + text for text, outcome in checks.items())
 
 
 def off_object_checks(corruption):
