@@ -37,7 +37,8 @@ def score_calibration(model, datasets, scale, shift, episodes, seed):
 
 def failures_and_clean_mean(results):
     """(failed rows over all sets, mean clean 5-shot class mIoU): the rule's sort key is (failures, -mean)."""
-    failures = sum(not passed for corruption in results.values() for passed in off_object_checks(corruption).values())
+    failures = sum(outcome == "FAILS" for corruption in results.values()
+                   for outcome in off_object_checks(corruption).values())
     clean = sum(corruption["clean"]["convlstm"][-1] for corruption in results.values()) / len(results)
     return failures, clean
 

@@ -71,7 +71,7 @@ def collection(class_key):
 def corrupt(kind, supports, masks, step, rows, class_keys, rng):
     """Replace support `step` (0-based) of the episodes `rows` of a batch by a bad one of `kind`, in place.
 
-    supports: K lists of the backbone level tensors (B, C, h, w); masks: K tensors (B, 1, H, W); class_keys: B hashable
+    supports: K lists of backbone maps (B, C, h, w); masks: K tensors (B, 1, H, W); class_keys: B hashable
     class keys, so that "other_class" takes another episode's support of a different class (if the batch has
     none, the mask is moved off the object instead). Keys "collection/class" (training's) prefer a donor of the
     same collection: a user's wrong support is a shirt for trousers more often than a shirt for a car."""

@@ -278,8 +278,7 @@ class FusionHead(nn.Module):
         # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue block of the
         # backbone (ModelConfig.cue_blocks), the query's cosine to the support's object mean there. Mid-level blocks
         # see parts and textures that the three stage outputs have already pooled away.
-        self.cue_blocks = len(cue_block_channels)
-        guidance = GUIDANCE_CHANNELS + self.cue_blocks
+        guidance = GUIDANCE_CHANNELS + len(cue_block_channels)
         evidence = guidance + 1  # guidance maps (and block cues) + similarity to the object prototype
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.

@@ -139,7 +139,7 @@ def selection_rows(summary, baseline=None):
             before = score(baseline["results"][name], "convlstm", 1)
             checks[f"1-shot {one:.1f} >= baseline {before:.1f} - 1"] = verdict(one >= before - 1)
         if "corruption" in result:
-            checks.update({text: verdict(passed) for text, passed in off_object_checks(result["corruption"]).items()})
+            checks.update(off_object_checks(result["corruption"]))
         counts = {outcome: sum(v == outcome for v in checks.values()) for outcome in VERDICTS}
         rows.append((name, counts, check_line(checks)))
     return rows
@@ -164,21 +164,20 @@ def interval_text(bounds):
 
 
 def check_line(checks):
-    """{text: verdict, or True / False for passed} -> one line, each check that does not meet its bound marked
-    FAILS or TIE."""
-    marks = {"meets": "", "tie": "TIE ", "FAILS": "FAILS ", True: "", False: "FAILS "}
+    """{text: verdict} -> one line, each check that does not meet its bound marked FAILS or TIE."""
+    marks = {"meets": "", "tie": "TIE ", "FAILS": "FAILS "}
     return "; ".join(marks[outcome] + text for text, outcome in checks.items())
 
 
 def off_object_checks(corruption):
     """The rule's rows for a mask on the background (support 2 of `evaluate_corruptions`' episodes): admission
-    <= 0.5, and a step-5 cost no more than 0.5 above leaving that support out. -> {text: passed}"""
+    <= 0.5, and a step-5 cost no more than 0.5 above leaving that support out. -> {text: verdict}"""
     clean = corruption["clean"]["convlstm"][-1]
     admission = corruption["off_object"]["admission_mean"][1]
     cost = clean - corruption["off_object"]["convlstm"][-1]
     left_out = clean - corruption["left_out"]["convlstm"][-1]
-    return {f"off-object admission {admission:.2f} <= 0.5": admission <= 0.5,
-            f"its cost {cost:.1f} <= left out {left_out:.1f} + 0.5": cost <= left_out + 0.5}
+    return {f"off-object admission {admission:.2f} <= 0.5": verdict(admission <= 0.5),
+            f"its cost {cost:.1f} <= left out {left_out:.1f} + 0.5": verdict(cost <= left_out + 0.5)}
 
 
 def mean_five_shot(summary):
