@@ -388,7 +388,7 @@ class FusionHead(nn.Module):
         evidence, level_masks = self.evidence(context.units, context.prototype_units, support, mask,
                                               summary.prototypes[0])
         x = self.lstm_input(context.projections, support, level_masks, evidence)
-        return SupportPass(support, mask, evidence, x, summary)
+        return SupportPass(evidence, x, summary)
 
     def alone(self, context, passed):
         """The support alone, from a zero state: decode's (logits, hidden at stride 8). Computed once per
@@ -447,9 +447,7 @@ class QueryContext(NamedTuple):
 @dataclass
 class SupportPass:
     """One support's part of a run that does not depend on the order (FusionHead.read_support)."""
-    support: list          # its backbone maps (3 levels, then any cue blocks)
-    mask: torch.Tensor     # (N, 1, H, W)
-    evidence: torch.Tensor  # (N, E, h8, w8): guidance maps and the cosine to its object prototype
+    evidence: torch.Tensor  # (N, E, h8, w8): guidance maps, any cue blocks' cosines, the cosine to its object prototype
     x: torch.Tensor        # the ConvLSTM's input at stride 16
     summary: SupportSummary  # what the admission gate and the memory read of it
     alone: Optional[tuple] = None  # its answer alone (FusionHead.alone), once computed

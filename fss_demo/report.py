@@ -111,6 +111,9 @@ def update(text, summary):
     return text
 
 
+VERDICTS = ("meets", "tie", "FAILS")  # a row's outcomes (`verdict`)
+
+
 def selection_rows(summary, baseline=None):
     """The selection rule per set (NOTES.md): 5-shot ConvLSTM above the OR and the mean of 1-shot logits (each at
     its own threshold per shot count when evaluate tuned them), a rise of >= 2 points from 1 to 5 shots, 1-shot no
@@ -143,9 +146,6 @@ def selection_rows(summary, baseline=None):
         counts = {outcome: sum(v == outcome for v in checks.values()) for outcome in VERDICTS}
         rows.append((name, counts, check_line(checks)))
     return rows
-
-
-VERDICTS = ("meets", "tie", "FAILS")
 
 
 def verdict(passed, bounds=None, bound=0.0):
