@@ -162,8 +162,8 @@ class SideBySideFeatures(nn.Module):
 
     def forward(self, images):
         """images: (B, 3, H, W) floats in [0, 1]. Returns the three level maps."""
-        return [torch.cat([F.normalize(a, dim=1) * a.shape[1] ** 0.5, F.normalize(b, dim=1) * b.shape[1] ** 0.5], 1)
-                for a, b in zip(self.mobilenet_v2(images), self.efficientnet_lite0(images))]
+        return [torch.cat([F.normalize(m, dim=1) * m.shape[1] ** 0.5 for m in pair], 1)
+                for pair in zip(self.mobilenet_v2(images), self.efficientnet_lite0(images))]
 
     def load_imagenet(self):
         self.mobilenet_v2.load_imagenet()

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .datasets import EpisodeMix, EpisodeSampler, collate, open_dataset, training_split
-from .backbone import build_backbone
+from .backbone import BACKBONES, build_backbone
 from .corruptions import corrupt_randomly
 from .features import DEFAULT_CACHE, FeatureCache
 from .model import FewShotSegmenter, ModelConfig, default_device
@@ -161,7 +161,7 @@ def parse_arguments(argv=None):
     parser.add_argument("--data", nargs="+", required=True, help="dataset folders (any supported layout)")
     parser.add_argument("--out", required=True, help="run folder: checkpoint.pt, log.csv and model/")
     architecture = parser.add_argument_group("the model (ModelConfig)")
-    architecture.add_argument("--backbone", default=model.backbone, help="mobilenet_v2, efficientnet_lite0 or both side by side: mobilenet_v2+efficientnet_lite0")
+    architecture.add_argument("--backbone", default=model.backbone, help=f"one of {sorted(BACKBONES)}")
     architecture.add_argument("--width", type=int, default=model.width)
     architecture.add_argument("--hidden", type=int, default=model.hidden)
     architecture.add_argument("--input-size", type=int, default=model.input_size,
