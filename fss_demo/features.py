@@ -14,7 +14,8 @@ DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "fss_demo")
 
 
 def backbone_fingerprint(backbone):
-    digest = hashlib.sha1()
+    """Its class and weights: two backbones built from the same weights can return different maps."""
+    digest = hashlib.sha1(type(backbone).__name__.encode())
     for name, tensor in sorted(backbone.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())

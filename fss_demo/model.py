@@ -164,7 +164,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         spec = backbone_spec(self.config.backbone)
         self.head = FusionHead(spec.level_channels, self.config.width, self.config.hidden, self.config.feature_dropout,
                                self.config.decoder_cue, self.config.gate_scale, self.config.gate_shift,
-                               spec.check_cue_blocks(self.config.cue_blocks))
+                               spec.cue_channels(self.config.cue_blocks))
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._empty_caches()

@@ -100,7 +100,8 @@ def test_bad_input_gives_readable_errors(tiny_model, square_episode, tmp_path):
     assert len(tiny_model.segment(query, [(image, small_mask)]).masks) == 1
 
 
-@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenet_v2", "mobilenet_v2+efficientnet_lite0"])
+@pytest.mark.parametrize("backbone", ["efficientnet_lite0", "mobilenet_v2", "mobilenet_v2+efficientnet_lite0",
+                                      "mobilenet_v2+efficientnet_lite0_cues"])
 def test_the_backbone_choice_is_saved_with_the_model(backbone, square_episode, tmp_path):
     from fss_demo import FewShotSegmenter, ModelConfig
 

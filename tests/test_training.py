@@ -257,3 +257,24 @@ def test_the_gate_calibration_rule_counts_failed_rows_then_clean_scores():
     assert choose(scored) == (4.0, 2.0)  # both meet every row; it keeps more of the clean score
     scored[4.0, 2.0]["b"] = result(0.6, 39.0, 39.0)  # now fails a row
     assert choose(scored) == (3.0, 1.5)
+
+
+def test_lite0_cues_train_and_evaluate_and_never_share_a_cache_with_the_side_by_side_pair(labelmap_root, tmp_path):
+    """Both backbones hold the same two networks' weights; only the class tells their outputs apart, so the feature
+    cache must be keyed by it too (it once was keyed by the weights alone)."""
+    from fss_demo import evaluate
+
+    cache = tmp_path / "cache"
+    common = ["--data", labelmap_root, "--cache", str(cache), "--input-size", "64", "--width", "16", "--hidden", "16",
+              "--batch", "2", "--shots", "2", "--no-pretrained", "--share", "--iterations", "1"]
+    train.main(common + ["--out", str(tmp_path / "pair"), "--backbone", "mobilenet_v2+efficientnet_lite0"])
+    train.main(common + ["--out", str(tmp_path / "cues"), "--backbone", "mobilenet_v2+efficientnet_lite0_cues"])
+    assert len(list(cache.iterdir())) == 2
+    model = fss_demo.load_model(str(tmp_path / "cues" / "model"))
+    assert model.config.backbone == "mobilenet_v2+efficientnet_lite0_cues"
+    assert model.head.guide_proj.in_channels == fss_demo.load_model(str(tmp_path / "pair" / "model")).head.guide_proj.in_channels + 3
+    result = tmp_path / "cues.json"
+    evaluate.main(["--weights", str(tmp_path / "cues" / "model"), "--data", labelmap_root, "--shots", "1", "2",
+                   "--episodes", "4", "--cache", str(cache), "--json", str(result)])
+    (scores,) = json.loads(result.read_text())["results"].values()
+    assert all(0 <= scores["convlstm"][k]["class_miou"] <= 100 for k in ("1", "2"))
