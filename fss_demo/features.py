@@ -24,7 +24,7 @@ def backbone_fingerprint(backbone):
 
 class FeatureCache:
     """levels[l][i]: float16 features of image i at level l (the backbone's outputs: its three levels, then any cue
-    blocks); labels[i]: uint8 label map at the network size."""
+    maps); labels[i]: uint8 label map at the network size."""
 
     def __init__(self, ids, levels, labels):
         self.ids = list(ids)

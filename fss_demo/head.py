@@ -272,14 +272,15 @@ class FusionHead(nn.Module):
     and decodes each step from its hidden state and the gated evidence memory."""
 
     def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max", gate_scale=1.0,
-                 gate_shift=0.0, cue_block_channels=()):
+                 gate_shift=0.0, cue_channels=()):
         super().__init__()
         self.decoder_cue = decoder_cue
-        # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue block of the
-        # backbone (ModelConfig.cue_blocks), the query's cosine to the support's object mean there. Mid-level blocks
-        # see parts and textures that the three stage outputs have already pooled away.
-        guidance = GUIDANCE_CHANNELS + len(cue_block_channels)
-        evidence = guidance + 1  # guidance maps (and block cues) + similarity to the object prototype
+        # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue map of the backbone
+        # (the cue blocks' outputs, ModelConfig.cue_blocks, then any the backbone adds of its own), the query's cosine
+        # to the support's object mean there. Mid-level blocks see parts and textures that the three stage outputs
+        # have already pooled away.
+        guidance = GUIDANCE_CHANNELS + len(cue_channels)
+        evidence = guidance + 1  # guidance maps (and cue maps' cosines) + similarity to the object prototype
         # Multi-context guiding: at each level a 1x1 projection of the query map and of the support
         # (mask-pooled: support and query are not aligned pixel to pixel) added into one running branch.
         self.query_proj = nn.ModuleList(nn.Conv2d(c, width, 1) for c in level_channels)
@@ -312,7 +313,7 @@ class FusionHead(nn.Module):
             self.recall[-1].bias.zero_()
 
     def evidence(self, query_units, query_prototype_units, support, mask, prototype):
-        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, the cue blocks'
+        """One support's evidence about the query (N, E, h8, w8): guidance maps at every level, the cue maps'
         cosines, then the cosine to its object prototype (stride 8+16; the training-free cue). Also the support's
         masks at its three levels. The query's maps come normalised per pixel (see forward)."""
         masks = [resize_mask(mask, level) for level in support[:3]]
@@ -375,7 +376,7 @@ class FusionHead(nn.Module):
         return state, memory, gates
 
     def read_query(self, query):
-        """What every step needs of the query (the backbone's maps (N, ...): 3 levels, then any cue blocks), computed
+        """What every step needs of the query (the backbone's maps (N, ...): 3 levels, then any cue maps), computed
         once per query: its maps normalised per pixel (for the cosine cues) and projected into the fusion branch."""
         return QueryContext(units=[F.normalize(level, dim=1) for level in query],
                             prototype_units=F.normalize(prototype_features(query), dim=1),
@@ -401,7 +402,7 @@ class FusionHead(nn.Module):
     def forward(self, query, supports, masks, one_shot=True, trace=False, open_gate_at=()):
         """Feed supports one at a time.
 
-        query: the backbone's maps (N, ...): 3 levels, then any cue blocks; supports: list over K of such lists;
+        query: the backbone's maps (N, ...): 3 levels, then any cue maps; supports: list over K of such lists;
         masks: list over K of (N, 1, H, W).
         Returns `fuse`'s HeadOutput (its arguments one_shot, trace and open_gate_at are described there).
         """
@@ -447,7 +448,7 @@ class QueryContext(NamedTuple):
 @dataclass
 class SupportPass:
     """One support's part of a run that does not depend on the order (FusionHead.read_support)."""
-    evidence: torch.Tensor  # (N, E, h8, w8): guidance maps, any cue blocks' cosines, the cosine to its object prototype
+    evidence: torch.Tensor  # (N, E, h8, w8): guidance maps, any cue maps' cosines, the cosine to its object prototype
     x: torch.Tensor        # the ConvLSTM's input at stride 16
     summary: SupportSummary  # what the admission gate and the memory read of it
     alone: Optional[tuple] = None  # its answer alone (FusionHead.alone), once computed

@@ -50,7 +50,7 @@ class ModelConfig:
     gate_scale: float = 1.0
     gate_shift: float = 0.0
     # Backbone blocks (indices; BackboneSpec.check_cue_blocks) whose outputs give one more cue each: the query's
-    # cosine to the support's object mean at that block (HSNet's many-layer cues). Empty: the three levels only.
+    # cosine to the support's object mean at that block (HSNet's many-layer cues). Empty: none (a backbone may add cue maps of its own).
     cue_blocks: tuple = ()
 
     def __post_init__(self):
@@ -279,7 +279,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
 
     @torch.inference_mode()
     def features(self, image):
-        """RGB uint8 (H, W, 3) -> the backbone's maps (1, C, h, w) for one image: 3 levels, then any cue blocks."""
+        """RGB uint8 (H, W, 3) -> the backbone's maps (1, C, h, w) for one image: 3 levels, then any cue maps."""
         return self._network_features(images.to_network(image, self.input_size))
 
     def _network_features(self, x):

@@ -10,8 +10,9 @@ def test_levels_have_the_declared_channels_and_strides(name):
     with torch.inference_mode():
         levels = backbone(torch.rand(1, 3, 96, 72))  # not square, and odd at stride 32
     spec = BACKBONES[name]
-    assert [level.shape[1] for level in levels] == list(spec.level_channels + spec.cue_maps)
-    assert [tuple(level.shape[-2:]) for level in levels[:3]] == [(12, 9), (6, 5), (3, 3)]
+    assert [level.shape[1] for level in levels] == list(spec.level_channels + spec.cue_map_channels)
+    strides = [(12, 9), (6, 5), (3, 3)]
+    assert [tuple(level.shape[-2:]) for level in levels] == strides + strides[:len(spec.cue_map_channels)]
     assert not any(p.requires_grad for p in backbone.parameters())  # frozen
 
 
@@ -70,7 +71,7 @@ def test_cue_blocks_come_after_the_three_levels_and_leave_them_unchanged(name):
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         levels, outputs = plain(x), with_cues(x)
-    assert len(outputs) == 3 + len(cue_blocks) + len(spec.cue_maps)
+    assert len(outputs) == 3 + len(cue_blocks) + len(spec.cue_map_channels)
     for got, want in zip(outputs, levels[:3]):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert tuple(o.shape[1] for o in outputs[3:]) == spec.cue_channels(cue_blocks)
