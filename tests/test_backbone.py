@@ -40,14 +40,20 @@ def test_efficientnet_lite0_port_matches_the_reference_implementation():
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+def both_and_each_alone(name):
+    """The two-backbone `name` (random weights) and MobileNetV2 and Lite0 alone with the same weights."""
+    torch.manual_seed(0)
+    both = build_backbone(name)
+    mobilenet, lite0 = build_backbone("mobilenet_v2"), build_backbone("efficientnet_lite0")
+    mobilenet.load_state_dict(both.mobilenet_v2.state_dict())
+    lite0.load_state_dict(both.efficientnet_lite0.state_dict())
+    return both, mobilenet, lite0
+
+
 def test_side_by_side_levels_are_both_backbones_maps_each_at_one_scale():
     """Each half is its backbone's own map, normalised per pixel to a root mean square of 1 per channel, so a cosine
     over the pair weighs both backbones alike (their raw scales differ several-fold)."""
-    torch.manual_seed(0)
-    pair = build_backbone("mobilenet_v2+efficientnet_lite0")
-    mobilenet, lite0 = build_backbone("mobilenet_v2"), build_backbone("efficientnet_lite0")
-    mobilenet.load_state_dict(pair.mobilenet_v2.state_dict())
-    lite0.load_state_dict(pair.efficientnet_lite0.state_dict())
+    pair, mobilenet, lite0 = both_and_each_alone("mobilenet_v2+efficientnet_lite0")
     x = torch.rand(2, 3, 64, 80)
     with torch.inference_mode():
         for level, a, b in zip(pair(x), mobilenet(x), lite0(x)):
@@ -88,11 +94,7 @@ def test_a_cue_block_the_backbone_lacks_or_a_levels_own_is_refused(cue_blocks):
 def test_lite0_cues_come_after_mobilenets_own_levels_at_unit_length():
     """The head reads Lite0 only as cosines, so its maps come after MobileNetV2's three levels (which stay as they
     are), one unit vector per pixel."""
-    torch.manual_seed(0)
-    both = build_backbone("mobilenet_v2+efficientnet_lite0_cues")
-    mobilenet, lite0 = build_backbone("mobilenet_v2"), build_backbone("efficientnet_lite0")
-    mobilenet.load_state_dict(both.mobilenet_v2.state_dict())
-    lite0.load_state_dict(both.efficientnet_lite0.state_dict())
+    both, mobilenet, lite0 = both_and_each_alone("mobilenet_v2+efficientnet_lite0_cues")
     x = torch.rand(2, 3, 96, 72)
     with torch.inference_mode():
         outputs, levels, cues = both(x), mobilenet(x), lite0(x)
