@@ -53,6 +53,23 @@ def level_guidance(query_unit, support, mask, with_prior=True):
     return torch.cat(cosines + [prior], 1)
 
 
+def self_support(logits, query_prototype_units, weight):
+    """Self-support matching (SSP, Fan et al., ECCV 2022), training-free: the logits plus weight * (cosine to the
+    query's own object prototype - cosine to its own background prototype). The prototypes are the query's mean
+    features where the answer says object (probability over 0.5, weighted by it) and background (under 0.5, weighted
+    by 1 - it). Instances of a class in one photo look more alike than the class across photos, so what an answer
+    is sure of brings in the rest of the object and its other instances. A query with no confident object (or
+    background) is left as it was. logits: (N, 1, h, w); query_prototype_units: (N, C, h, w)."""
+    if not weight:
+        return logits
+    probability = torch.sigmoid(logits)
+    regions = (probability * (probability > 0.5), (1 - probability) * (probability < 0.5))  # object, background
+    to_object, to_background = (unit_cosine_map(query_prototype_units, masked_average(query_prototype_units, region))
+                                for region in regions)
+    found = torch.stack([region.sum((1, 2, 3)) > 1e-3 for region in regions]).all(0)
+    return logits + weight * found.to(logits.dtype)[:, None, None, None] * (to_object - to_background)
+
+
 def prototype_features(levels):
     """Features of the prototype baseline: stride 8 concatenated with upsampled stride 16."""
     return torch.cat([levels[0], F.interpolate(levels[1], size=levels[0].shape[-2:], mode="bilinear", align_corners=False)], 1)
@@ -272,9 +289,10 @@ class FusionHead(nn.Module):
     and decodes each step from its hidden state and the gated evidence memory."""
 
     def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max", gate_scale=1.0,
-                 gate_shift=0.0, cue_channels=()):
+                 gate_shift=0.0, cue_channels=(), self_support=0.0):
         super().__init__()
         self.decoder_cue = decoder_cue
+        self.self_support = self_support  # the weight of `self_support` on every answer, in similarity_scale's units
         # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue map of the backbone
         # (the cue blocks' outputs, ModelConfig.cue_blocks, then any the backbone adds of its own), the query's cosine
         # to the support's object mean there. Mid-level blocks see parts and textures that the three stage outputs
@@ -348,11 +366,13 @@ class FusionHead(nn.Module):
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction, up
 
-    def answer(self, decoded, found):
+    def answer(self, decoded, found, query_prototype_units):
         """The step's logits: the decoder's, corrected towards `found` (the gated maximum of the supports' own
-        1-shot logits) where the hidden state says so. decoded: (logits, hidden at stride 8) from `decode`."""
+        1-shot logits) where the hidden state says so, then by the query's own prototypes (`self_support`; off at
+        weight 0). decoded: (logits, hidden at stride 8) from `decode`."""
         logits, up = decoded
-        return logits + self.recall(torch.cat([up, logits, found - logits], 1))
+        logits = logits + self.recall(torch.cat([up, logits, found - logits], 1))
+        return self_support(logits, query_prototype_units, self.self_support * self.similarity_scale)
 
     def admit(self, passed, memory, query_prototype_units):
         """The admission gate's value for this support (a SupportPass) (N, 1, 1, 1): 1 for the first one."""
@@ -430,10 +450,11 @@ class FusionHead(nn.Module):
             alone = decoded if k == 1 else self.alone(context, passed)
             # a gated maximum, as the evidence memory's: a support kept out (admission 0) leaves it as it was
             found = alone[0] if found is None else found + gates["admission"] * F.relu(alone[0] - found)
-            output.steps.append(self.answer(decoded, found))
+            output.steps.append(self.answer(decoded, found, context.prototype_units))
             output.admissions.append(gates["admission"])
             if one_shot:  # the support's 1-shot answer: the input of the logical-OR baseline
-                output.one_shots.append(output.steps[0] if k == 1 else self.answer(alone, alone[0]))
+                output.one_shots.append(output.steps[0] if k == 1
+                                        else self.answer(alone, alone[0], context.prototype_units))
             if trace:
                 output.traces.append({name: value.detach() for name, value in gates.items()})
         return output

@@ -53,6 +53,9 @@ class ModelConfig:
     # cosine to the support's object mean at that block (HSNet's many-layer cues). Empty: none (a backbone may still
     # add cue maps of its own, BackboneSpec.cue_map_channels).
     cue_blocks: tuple = ()
+    # Self-support (head.self_support): every answer refined by the query's own prototypes, at this weight in units
+    # of the head's similarity scale; training-free, chosen on validation. 0: off (every model before v0.7).
+    self_support: float = 0.0
 
     def __post_init__(self):
         if self.decoder_cue not in DECODER_CUES:
@@ -165,7 +168,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         spec = backbone_spec(self.config.backbone)
         self.head = FusionHead(spec.level_channels, self.config.width, self.config.hidden, self.config.feature_dropout,
                                self.config.decoder_cue, self.config.gate_scale, self.config.gate_shift,
-                               spec.cue_channels(self.config.cue_blocks))
+                               spec.cue_channels(self.config.cue_blocks), self.config.self_support)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._empty_caches()
@@ -196,7 +199,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
         self._hub_mixin_config = config
         if "head" in self._modules:  # a changed cue or gate calibration acts at once, as a changed threshold does
-            self.head.decoder_cue = config.decoder_cue
+            self.head.decoder_cue, self.head.self_support = config.decoder_cue, config.self_support
             self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
     @property

@@ -417,3 +417,55 @@ def test_a_model_with_cue_blocks_saves_loads_and_segments(square_episode, tmp_pa
     seg = loaded.segment(query, supports)
     np.testing.assert_array_equal(seg.probabilities[-1], model.segment(query, supports).probabilities[-1])
     assert len(seg.masks) == len(supports)
+
+
+def test_self_support_brings_in_what_looks_like_the_found_object_in_the_same_query():
+    """The query's own prototypes: a second instance the answer missed (same features as the found one) rises, the
+    background falls; a query with no confident object, or weight 0, is left as it was."""
+    import torch.nn.functional as F
+
+    from fss_demo.head import self_support
+
+    features = torch.zeros(1, 4, 8, 8)
+    features[0, 0] = 1.0                   # background
+    features[0, :, 1:3, 1:3] = torch.tensor([0.0, 1.0, 0.2, 0.0])[:, None, None]  # the found instance
+    features[0, :, 5:7, 5:7] = torch.tensor([0.0, 0.9, 0.3, 0.0])[:, None, None]  # another, alike, not found
+    units = F.normalize(features, dim=1)
+    logits = torch.full((1, 1, 8, 8), -3.0)
+    logits[0, 0, 1:3, 1:3] = 3.0
+    refined = self_support(logits, units, 2.0)
+    change = refined - logits
+    assert change[0, 0, 5:7, 5:7].min() > 1.5        # nearly the found instance's own rise (2 x (cos 1 - cos 0))
+    assert change[0, 0, 1:3, 1:3].min() > 1.5
+    assert change[0, 0, 0, 5].item() < -1.5         # the background: nearer its own prototype
+    assert self_support(logits, units, 0.0) is logits
+    unsure = torch.full((1, 1, 8, 8), -3.0)       # nothing found: nothing to match
+    torch.testing.assert_close(self_support(unsure, units, 2.0), unsure)
+
+
+def test_self_support_acts_on_every_answer_and_is_saved(tmp_path, tiny_model, square_episode):
+    """ModelConfig.self_support refines the fused answers and the 1-shot answers alike (the OR and the mean fuse
+    what the model gives), acts at once, is saved in config.json, and a config.json without it loads with it off."""
+    import dataclasses
+    import json
+
+    from fss_demo import FewShotSegmenter
+
+    (query, _), supports = square_episode
+    plain = tiny_model.segment(query, supports)
+    tiny_model.config = dataclasses.replace(tiny_model.config, self_support=0.5)
+    try:
+        refined = tiny_model.segment(query, supports)
+        tiny_model.save_pretrained(tmp_path)
+    finally:
+        tiny_model.config = dataclasses.replace(tiny_model.config, self_support=0.0)
+    for before, after in zip(plain.probabilities + plain.one_shot_probabilities,
+                             refined.probabilities + refined.one_shot_probabilities):
+        assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_array_equal(refined.probabilities[0], refined.one_shot_probabilities[0])
+    np.testing.assert_array_equal(tiny_model.segment(query, supports).probabilities[-1], plain.probabilities[-1])
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.self_support == 0.5
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["self_support"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.self_support == 0.0
