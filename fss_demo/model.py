@@ -32,8 +32,9 @@ def default_device():
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every setting of a model, saved as its config.json. The defaults are the published model's, but for the
-    admission gate's calibration: a model is trained uncalibrated (1 and 0), then calibrated."""
+    """Every setting of a model, saved as its config.json. The defaults are the published model's, but for what is
+    chosen on validation after training: the admission gate's calibration (trained at 1 and 0), self-support (off in
+    training) and the threshold."""
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
