@@ -155,7 +155,7 @@ class SideBySideFeatures(nn.Module):
     def __init__(self, cue_blocks=()):
         super().__init__()
         if cue_blocks:
-            raise ValueError("the side-by-side backbone has no cue blocks")  # also when built without build_backbone
+            raise ValueError(f"{type(self).__name__} has no cue blocks")  # also when built without build_backbone
         self.cue_blocks = ()
         self.mobilenet_v2 = MobileNetV2Features()
         self.efficientnet_lite0 = EfficientNetLite0Features()

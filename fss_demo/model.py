@@ -199,7 +199,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def config(self, config):
         # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
         self._hub_mixin_config = config
-        if "head" in self._modules:  # a changed cue or gate calibration acts at once, as a changed threshold does
+        if "head" in self._modules:  # a changed cue, self-support or gate calibration acts at once, as a threshold does
             self.head.decoder_cue, self.head.self_support = config.decoder_cue, config.self_support
             self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
