@@ -159,7 +159,7 @@ def segment(query, supports, masks, query_mask=None):
     Returns:
         convlstm_masks: the ConvLSTM's mask after supports 1..k (PNG at the query's size, white = object)
         or_masks: the logical OR of the 1-shot masks of supports 1..k (PNG)
-        numbers: per step the admission, the input gate on the object, the IoU and the effect of leaving it out
+        numbers: per step the admission, input gate on the object, IoU and effect of leaving it out; the order run
     """
     supports, masks = list(supports or []), list(masks or [])
     if query is None:
@@ -181,7 +181,7 @@ def segment(query, supports, masks, query_mask=None):
               "object_share": finite(mask.mean()), "iou": finite(lstm), "or_iou": finite(logical_or),
               "mask_change_without_it": finite(e.mask_change), "iou_effect": finite(e.iou_effect)}
              for e, mask, lstm, logical_or in zip(effects, episode.masks, lstm_ious, or_ious)]
-    numbers = {"threshold": model.threshold, "query_size": list(size), "steps": steps,
+    numbers = {"threshold": model.threshold, "query_size": list(size), "steps": steps, "order": episode.order,
                "seconds": {"segment": round(seconds, 3), "leave_one_out": round(leave_one_out_seconds, 3)}}
     files = lambda found, name: [(picture_file(mask_picture(mask, size), f"{name}_{k}.png"),
                                   f"{name} after {k} support(s)") for k, mask in enumerate(found, start=1)]

@@ -74,8 +74,11 @@ def gate_picture(episode, seg):
     ranges, strips = viz.gate_ranges(seg.gates), []
     for k, ((image, mask), number, gates) in enumerate(zip(episode.supports, episode.numbers, seg.gates), start=1):
         inside, outside = viz.gate_share_on_object(gates["input_gate"].mean(0), seg.masks[k - 1])
-        title = (f"Step {k} (support {number}): admission {seg.admissions[k - 1]:.2f}; input gate {inside:.2f} on the "
-                 f"object, {outside:.2f} elsewhere")
+        # after a new start (ModelConfig.rejudge_first) the gates are those of the last answer's run, in its order
+        step = f"Step {k} (support {number})" if seg.order == sorted(seg.order) else \
+            f"Support {number} (step {seg.order.index(k) + 1} of the last run)"
+        title = (f"{step}: admission {seg.admissions[k - 1]:.2f}; input gate {inside:.2f} on the object, "
+                 f"{outside:.2f} elsewhere")
         strips.append(viz.gate_strip(episode.query, image, mask, gates, title=title, ranges=ranges, captions=k == 1))
     return viz.stack_rows(strips)
 
@@ -86,7 +89,8 @@ def summarize(episode, warnings):
     if lstm_ious:
         percent = lambda values: ", ".join(f"{100 * v:.0f}%" for v in values)
         text += f" ConvLSTM IoU after each step: {percent(lstm_ious)}; logical OR: {percent(or_ious)}."
-    return "\n\n".join([text] + [f"⚠ {warning}" for warning in warnings])
+    return "\n\n".join([text] + [line for line in [episode.started_again()] if line]
+                       + [f"⚠ {warning}" for warning in warnings])
 
 
 def run_answer(run, seg):

@@ -21,8 +21,9 @@ class Episode:
     truth: Optional[np.ndarray]  # the query's true mask, or None
     masks: list                  # the ConvLSTM's masks after supports 1..k
     or_masks: list               # the logical OR's
-    admissions: list             # the admission gate's value per support (1 for the first)
+    admissions: list             # the admission gate's value per support (1 for the one the last run started from)
     gate_on_object: list         # per step: the input gate's mean on the object predicted at that step (nan: none)
+    order: Optional[list] = None  # the supports' numbers in the order the last answer's run took them (None: as run)
 
     @classmethod
     def run(cls, model, query, supports, numbers=None, truth=None):
@@ -32,7 +33,17 @@ class Episode:
                           for gates, mask in zip(seg.gates, seg.masks)]
         numbers = list(numbers or range(1, len(supports) + 1))
         return cls(query, list(supports), numbers, truth, seg.masks, seg.or_masks, seg.admissions,
-                   gate_on_object), seg
+                   gate_on_object, [numbers[i - 1] for i in seg.order]), seg
+
+    def started_again(self):
+        """A sentence when the last answer's run started from another support than the first (the model re-judged
+        support 1, ModelConfig.rejudge_first); else ""."""
+        if not self.order or self.order[0] == self.numbers[0]:
+            return ""
+        return (f"Support {self.numbers[0]} was judged again when later supports came: they let it in at under 0.5 "
+                f"on average, so the ConvLSTM started again from support {self.order[0]} (order "
+                f"{', '.join(map(str, self.order))}), and let support {self.numbers[0]} in at "
+                f"{self.admissions[0]:.2f}.")
 
     def ious(self, masks):
         return None if self.truth is None else [iou(mask, self.truth) for mask in masks]
@@ -42,7 +53,7 @@ class Episode:
 class SupportEffect:
     step: int
     number: int                   # the support's number (see Episode.numbers)
-    admission: float              # how far the admission gate let it in (1 for the first support)
+    admission: float              # how far the admission gate let it in (1 for the support a run starts from)
     gate_on_object: float         # the input gate's mean on the object predicted at its step (nan: none predicted)
     mask_change: Optional[float]  # 1 - IoU of the final mask and the final mask without it (None: only support)
     iou_effect: Optional[float]   # final IoU with it minus without it (None: no true mask, or only support)

@@ -37,7 +37,7 @@ from .hub import load_model
 from .metrics import Tally
 from .head import prototype_baseline
 from .model import default_device, update_saved_config
-from .report import bad_support_table, results_table
+from .report import bad_first_table, bad_support_table, results_table
 
 METHODS = ("convlstm", "or", "mean", "prototype")
 # Candidate thresholds for every method: sigmoid outputs and the prototype baseline's cosine alike. The low end
@@ -63,7 +63,7 @@ def evaluate_dataset(model, dataset, cache, shots, episodes, seed, batch=20):
         for start in tqdm(range(0, len(chosen), batch), desc=f"evaluating {dataset.name}", unit="batch"):
             group = chosen[start:start + batch]
             query, supports, masks, target = collate([(dataset, cache, e) for e in group], device=model.device)
-            steps, one_shots, _, _ = model.head(query, supports, masks, one_shot=True)
+            steps, one_shots = model.head(query, supports, masks, one_shot=True)[:2]
             prototypes = prototype_baseline(query, supports, masks)
             size = target.shape[-2:]
             up = lambda x: F.interpolate(x, size=size, mode="bilinear", align_corners=False)[:, 0].cpu()
@@ -119,7 +119,10 @@ def evaluate_corruptions(model, dataset, cache, episodes, seed, step=2, batch=20
             kept = [i for i in range(shots) if i != step - 1]
             without = model.head(query, [clean_supports[i] for i in kept], [clean_masks[i] for i in kept],
                                  one_shot=False).steps
-            without = without[:step - 1] + without[step - 2:]
+            if step == 1:  # without support 1 there is nothing to answer from at step 1: nothing is found
+                without = [torch.full_like(without[0], -30.0)] + without
+            else:
+                without = without[:step - 1] + without[step - 2:]
             for k in range(1, shots + 1):
                 score = torch.sigmoid(up(without[k - 1]))
                 for i, episode in enumerate(group):
@@ -130,7 +133,8 @@ def evaluate_corruptions(model, dataset, cache, episodes, seed, step=2, batch=20
                 if variant != "clean":
                     rng = np.random.default_rng([seed, number, KINDS.index(variant)])
                     corrupt(variant, supports, masks, step - 1, range(len(group)), [e.class_id for e in group], rng)
-                steps, one_shots, traces, admissions = model.head(query, supports, masks, one_shot=True, trace=True)
+                steps, one_shots, traces, admissions, _ = model.head(query, supports, masks, one_shot=True,
+                                                                     trace=True)
                 forced = (model.head(query, supports, masks, one_shot=False, open_gate_at=(step,)).steps
                           if forced_open else None)
                 gate_sums[variant] += [float(t["input_gate"].mean((1, 2, 3)).sum()) for t in traces]
@@ -247,7 +251,8 @@ def main(argv=None):
                         help="an evaluate json made with --choose-threshold on other episodes: also score the OR and "
                              "the mean at the thresholds per shot count it chose for them")
     parser.add_argument("--corrupt", action="store_true",
-                        help="also run the 5-shot episodes with support 2 corrupted, each kind (see evaluate_corruptions)")
+                        help="also run the 5-shot episodes with support 2 corrupted, each kind, and again with "
+                             "support 1 (see evaluate_corruptions)")
     parser.add_argument("--corrupt-episodes", type=int, default=None,
                         help="episodes per set for --corrupt (default: --episodes)")
     parser.add_argument("--input-size", type=int, default=None,
@@ -294,6 +299,10 @@ def main(argv=None):
         for dataset, cache in datasets:
             results[dataset.name]["corruption"] = evaluate_corruptions(
                 model, dataset, cache, args.corrupt_episodes or args.episodes, args.seed)
+            # support 1 made bad: only re-judging the first support (ModelConfig.rejudge_first) ever judges it,
+            # and there is no earlier support for its gate to be forced open against
+            results[dataset.name]["corruption_first"] = evaluate_corruptions(
+                model, dataset, cache, args.corrupt_episodes or args.episodes, args.seed, step=1, forced_open=False)
             results[dataset.name]["corruption_threshold"] = model.threshold
     if args.write_threshold:
         path = update_saved_config(args.weights, threshold=thresholds["convlstm"],
@@ -309,6 +318,8 @@ def main(argv=None):
         print(f"support 2 made bad, {args.corrupt_episodes or args.episodes} five-shot episodes per set; class mIoU "
               "after each step (in brackets the step-5 change against clean episodes)")
         print(bad_support_table(summary))
+        print("support 1 made bad, the same episodes")
+        print(bad_first_table(summary))
     if tuned:
         summary["tuned_thresholds"] = {method: {str(k): t for k, t in per_shots.items()}
                                        for method, per_shots in tuned.items()}

@@ -33,8 +33,8 @@ def default_device():
 @dataclass(frozen=True)
 class ModelConfig:
     """Every setting of a model, saved as its config.json. The defaults are the published model's, but for what is
-    chosen on validation after training: the admission gate's calibration (trained at 1 and 0), self-support (off in
-    training) and the threshold."""
+    chosen on validation after training: the admission gate's calibration (trained at 1 and 0), self-support and
+    re-judging the first support (both off in training) and the threshold."""
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
@@ -57,6 +57,10 @@ class ModelConfig:
     # Self-support (head.self_support): every answer refined by the query's own prototypes, at this weight in units
     # of the head's similarity scale; training-free, chosen on validation. 0: off (every model before v0.7).
     self_support: float = 0.0
+    # Re-judging the first support (head.FusionHead.first_support): from the third support on, the ConvLSTM starts
+    # again from another support when the later ones keep support 1 out; chosen after training. False: every model
+    # before v0.8.
+    rejudge_first: bool = False
 
     def __post_init__(self):
         if self.decoder_cue not in DECODER_CUES:
@@ -100,10 +104,13 @@ class Segmentation:
     or_masks: list                # K bool (H, W): the logical OR of the 1-shot masks of supports 1..k
     or_probabilities: list        # K float32 (h, w): their running maximum
     admissions: list              # K floats in [0, 1]: how far support k was let in (the admission gate; 1 for
-                                  # the first support, which has nothing to be compared with)
+                                  # the support a run starts from, which has nothing to be compared with)
     gates: list                   # trace=True: K dicts {input_gate, forget_gate, output_gate, candidate, cell,
                                   # hidden: float32 (hidden, h16, w16)}, at stride 16 of the network input; else []
                                   # (input_gate includes the admission factor)
+    order: list                   # the supports' numbers (1-based) in the order the ConvLSTM took them for the last
+                                  # answer: 1..K, unless it started from another support (ModelConfig.rejudge_first)
+                                  # admissions and gates are that run's, given per support (support k's at [k - 1])
 
 
 def update_saved_config(folder, **settings):
@@ -169,7 +176,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         spec = backbone_spec(self.config.backbone)
         self.head = FusionHead(spec.level_channels, self.config.width, self.config.hidden, self.config.feature_dropout,
                                self.config.decoder_cue, self.config.gate_scale, self.config.gate_shift,
-                               spec.cue_channels(self.config.cue_blocks), self.config.self_support)
+                               spec.cue_channels(self.config.cue_blocks), self.config.self_support,
+                               self.config.rejudge_first)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._empty_caches()
@@ -199,8 +207,10 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def config(self, config):
         # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
         self._hub_mixin_config = config
-        if "head" in self._modules:  # a changed cue, self-support or gate calibration acts at once, as a threshold does
+        if "head" in self._modules:  # a changed cue, self-support, re-judging or gate calibration acts at once, as a
+            # threshold does
             self.head.decoder_cue, self.head.self_support = config.decoder_cue, config.self_support
+            self.head.rejudge_first = config.rejudge_first
             self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
     @property
@@ -355,9 +365,9 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         query_image, own_size = images.load_image_with_size(query, "The query image")
         prepared = self._prepare_supports(supports)
         query_levels = self._query_features(query_image)
-        steps, one_shots, traces, admissions = self.head(query_levels, [f for f, _ in prepared],
-                                                         [m for _, m in prepared], trace=trace,
-                                                         open_gate_at=tuple(open_gates))
+        steps, one_shots, traces, admissions, order = self.head(query_levels, [f for f, _ in prepared],
+                                                                [m for _, m in prepared], trace=trace,
+                                                                open_gate_at=tuple(open_gates))
         size = query_image.shape[:2]
         probabilities = [self._to_probabilities(s, size) for s in steps]
         one_shot = [self._to_probabilities(s, size) for s in one_shots]
@@ -370,7 +380,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
             or_probabilities=list(np.maximum.accumulate(one_shot)),
             admissions=[float(a.flatten()[0]) for a in admissions],
             gates=[{name: value[0].float().cpu().numpy() for name, value in step.items() if name != "admission"}
-                   for step in traces])
+                   for step in traces],
+            order=[int(number) + 1 for number in order[0]])
 
     @torch.inference_mode()
     def leave_one_out(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]]) -> list:

@@ -19,6 +19,8 @@ BAD_SUPPORT_NAMES = {"clean": "clean", "off_object": "off object", "over_painted
 BAD_SUPPORT_HEADER = ("| set | support 2 | ConvLSTM steps 1-5 (step-5 change) | mean of logits (step-5 change) | "
                       "OR (step-5 change) | ConvLSTM, step-2 gate forced open (step 5; its cost) | "
                       "input gate at step 2 / other steps | admission at step 2 |")
+BAD_FIRST_HEADER = ("| set | support 1 | ConvLSTM steps 1-5 (step-5 change) | mean of logits (step-5 change) | "
+                    "OR (step-5 change) | admission of support 1 | admission of supports 2-5 |")
 
 
 def score(result, method, shots, metric="class_miou"):
@@ -72,6 +74,28 @@ def bad_support_table(summary):
     return "\n".join(lines) + "\n"
 
 
+def bad_first_table(summary):
+    """`evaluate --corrupt`'s rows for a bad support 1 (which only `rejudge_first` ever judges): each kind, then
+    support 1 left out (nothing is found at step 1). Admissions are those of the run that gave the 5-shot answer."""
+    lines = [BAD_FIRST_HEADER, "|---|---|---|---|---|---|---|"]
+    for name, result in summary["results"].items():
+        runs = result["corruption_first"]
+        clean = runs["clean"]
+        for kind, label in BAD_SUPPORT_NAMES.items():
+            run = runs[kind]
+            change = (lambda method: "") if kind == "clean" else (
+                lambda method: f" ({run[method][-1] - clean[method][-1]:+.1f})")
+            curve = " ".join(f"{value:.1f}" for value in run["convlstm"])
+            later = run["admission_mean"][1:]
+            lines.append(f"| {name} | {label} | {curve}{change('convlstm')} | {run['mean'][-1]:.1f}{change('mean')} | "
+                         f"{run['or'][-1]:.1f}{change('or')} | {run['admission_mean'][0]:.2f} | "
+                         f"{min(later):.2f}-{max(later):.2f} |")
+        left_out = runs["left_out"]["convlstm"]
+        lines.append(f"| {name} | left out | " + " ".join(f"{v:.1f}" for v in left_out)
+                     + f" ({left_out[-1] - clean['convlstm'][-1]:+.1f}) | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def model_index(summary):
     """The card's model-index entries: 1- and 5-shot ConvLSTM class mIoU per set."""
     entries = []
@@ -101,7 +125,8 @@ def replace_table(text, table):
 
 def update(text, summary):
     """A markdown file's tables (those it has) and model-index (if it has one) from `summary`."""
-    for header, table in ((RESULTS_HEADER, results_table), (BAD_SUPPORT_HEADER, bad_support_table)):
+    for header, table in ((RESULTS_HEADER, results_table), (BAD_SUPPORT_HEADER, bad_support_table),
+                          (BAD_FIRST_HEADER, bad_first_table)):
         if header + "\n" in text:
             text = replace_table(text, table(summary))
     if text.startswith("---\n") and "\n  results:\n" in text:

@@ -261,8 +261,8 @@ def main(argv=None):
             (query, supports, masks, target), class_keys = data.batch(rng, recipe.batch, device)
             corrupted = corrupt_randomly(supports, masks, class_keys, rng, recipe.corrupt_probability)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
-                steps, one_shots, _, admissions = trained(query, supports, masks,
-                                                          one_shot=recipe.one_shot_weight > 0)
+                steps, one_shots, _, admissions, _ = trained(query, supports, masks,
+                                                             one_shot=recipe.one_shot_weight > 0)
             steps, admissions = [s.float() for s in steps], [a.float() for a in admissions]
             loss_size = (recipe.loss_size, recipe.loss_size)
             losses = step_losses(steps, target, loss_size, recipe.dice_weight)

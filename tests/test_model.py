@@ -469,3 +469,81 @@ def test_self_support_acts_on_every_answer_and_is_saved(tmp_path, tiny_model, sq
     del config["self_support"]
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert FewShotSegmenter.from_pretrained(tmp_path).head.self_support == 0.0
+
+
+def batch_of_two(tiny_model, query, supports):
+    """The square episode's features, twice over: a batch of two samples that are the same episode."""
+    twice = lambda levels: [torch.cat([level, level]) for level in levels]
+    prepared = [tiny_model._support_features(*pair) for pair in supports]
+    return (twice(tiny_model.features(query)), [twice(f) for f, _ in prepared],
+            [torch.cat([m, m]) for _, m in prepared])
+
+
+def test_first_support_keeps_support_1_unless_the_others_keep_it_out(tiny_model, monkeypatch):
+    """The rule of FusionHead.first_support, on admissions given: support 1 stays first while the others let it in
+    at 0.5 or more on average; else the run starts from the support the others let in most."""
+    head = tiny_model.head
+    let_in = {}  # (judged, against) -> admission, per sample of a batch of two
+    monkeypatch.setattr(head, "pair_admission", lambda judged, against: let_in[judged, against])
+    passes = ["s1", "s2", "s3"]
+    # sample 0: everything agrees; sample 1: supports 2 and 3 agree with each other and keep support 1 out
+    for judged in passes:
+        for against in passes:
+            outvoted = "s1" in (judged, against)
+            let_in[judged, against] = torch.tensor([0.9, 0.1 if outvoted else 0.95])
+    let_in["s2", "s3"] = torch.tensor([0.9, 0.6])  # support 3 lets 2 in less than 2 lets 3 in
+    torch.testing.assert_close(head.first_support(passes, {}), torch.tensor([0, 2]))
+    let_in["s1", "s2"] = torch.tensor([0.9, 0.95])  # support 2 lets 1 in: (0.95 + 0.1) / 2 >= 0.5
+    torch.testing.assert_close(head.first_support(passes, {}), torch.tensor([0, 0]))
+
+
+def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model, square_episode, monkeypatch):
+    """With rejudge_first, each sample of a batch may start from another support (evaluation runs batches): the
+    batch gives each sample what it would get alone, admissions and gates put back in the order given, and a gate
+    forced open is that of the support named, wherever its run took it."""
+    (query, _), supports = square_episode
+    head = tiny_model.head
+    levels, features, masks = batch_of_two(tiny_model, query, supports)
+    monkeypatch.setattr(head, "rejudge_first", True)
+    first = torch.tensor([0, 2])  # sample 1 starts again from support 3 once it arrives
+    rows = slice(0, 2)
+    monkeypatch.setattr(head, "first_support", lambda passes, judged: first[rows])
+    with torch.inference_mode():
+        batch = head(levels, features, masks, trace=True, open_gate_at=(1,))
+        alone = []
+        for n in (0, 1):
+            rows = slice(n, n + 1)
+            alone.append(head([level[rows] for level in levels], [[level[rows] for level in f] for f in features],
+                              [m[rows] for m in masks], trace=True, open_gate_at=(1,)))
+    assert batch.order.tolist() == [[0, 1, 2], [2, 0, 1]]
+    for n in (0, 1):
+        assert alone[n].order.tolist() == batch.order[n:n + 1].tolist()
+        for name in ("steps", "one_shots", "admissions"):
+            for ours, theirs in zip(getattr(batch, name), getattr(alone[n], name)):
+                torch.testing.assert_close(ours[n:n + 1], theirs)
+        for ours, theirs in zip(batch.traces, alone[n].traces):
+            for gate in ours:
+                torch.testing.assert_close(ours[gate][n:n + 1], theirs[gate])
+    # sample 1 took support 3 first (admission 1) and support 1 second, with its gate forced open there
+    assert [float(a[1]) for a in batch.admissions] == [1.0, float(batch.admissions[1][1]), 1.0]
+    assert float(batch.traces[0]["input_gate"][1].min()) == 1.0
+
+
+def test_rejudging_the_first_support_is_saved_and_off_for_older_configs(tmp_path, tiny_model):
+    import dataclasses
+    import json
+
+    from fss_demo import FewShotSegmenter
+
+    tiny_model.config = dataclasses.replace(tiny_model.config, rejudge_first=True)
+    try:
+        assert tiny_model.head.rejudge_first
+        tiny_model.save_pretrained(tmp_path)
+    finally:
+        tiny_model.config = dataclasses.replace(tiny_model.config, rejudge_first=False)
+    assert not tiny_model.head.rejudge_first
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.rejudge_first
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["rejudge_first"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert not FewShotSegmenter.from_pretrained(tmp_path).head.rejudge_first
