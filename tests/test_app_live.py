@@ -62,6 +62,24 @@ def test_the_segment_endpoint_returns_masks_and_numbers_per_step(server):
                        api_name="/segment")
 
 
+def test_a_misplaced_first_support_is_re_judged_and_the_page_says_so(server):
+    """The bad-support example with its misplaced support first, through /segment and the page's /run: the last
+    run started from another support, support 1's admission is low, and the summary tells the person why."""
+    from gradio_client import Client, handle_file
+
+    photos, mask_files, files = example()
+    photos, mask_files = [photos[1], photos[0]] + photos[2:], [mask_files[1], mask_files[0]] + mask_files[2:]
+    numbers = Client(server, verbose=False, ssl_verify=False).predict(
+        query=handle_file(files.query), supports=[handle_file(p) for p in photos],
+        masks=[handle_file(m) for m in mask_files], api_name="/segment")[-1]
+    assert numbers["order"][0] != 1 and sorted(numbers["order"]) == [1, 2, 3, 4, 5]
+    assert numbers["steps"][0]["admission"] < 0.5
+    summary = App(server).run(photos, mask_files, files.query, files.truth)["summary"]
+    assert (f"Support 1 was judged again when later supports came: they let it in at under 0.5 on average, so the "
+            f"ConvLSTM started again from support {numbers['order'][0]} (order "
+            f"{', '.join(map(str, numbers['order']))}), and let support 1 in at ") in summary
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bad uploads: each reaches the person as a sentence that names the slot, and the app keeps serving
 

@@ -1,4 +1,5 @@
 """The bundled examples tell the story the app and the notebooks tell, with the bundled weights."""
+import numpy as np
 import pytest
 
 import fss_demo
@@ -33,3 +34,32 @@ def test_good_supports_are_let_in(bundled):
     seg = bundled.segment(example.query, example.supports)
     assert min(seg.admissions) > 0.9
     assert iou(seg.masks[-1], example.truth) > iou(seg.masks[0], example.truth)
+
+
+def test_a_misplaced_first_support_is_outvoted_by_the_later_ones_and_an_ablation_agrees(bundled):
+    """The bad-support example with its misplaced support first: nothing came before it to judge it by, so the
+    later supports re-judge it (ModelConfig.rejudge_first). The run starts again from another support and keeps the
+    misplaced one out, and its answer is nearly that of leaving it out; without re-judging, the good supports are
+    kept out as disagreeing with it."""
+    import dataclasses
+
+    example = load_example("bad_support")
+    good = example.supports[:1] + example.supports[2:]
+    misplaced_first = example.supports[1:2] + good
+    assert bundled.config.rejudge_first
+    seg = bundled.segment(example.query, misplaced_first)
+    assert seg.order[0] != 1 and sorted(seg.order) == [1, 2, 3, 4, 5]
+    assert seg.admissions[0] < 0.5 and min(seg.admissions[1:]) > 0.9
+    final = lambda s: iou(s.masks[-1], example.truth)
+    without = bundled.segment(example.query, good)
+    assert final(seg) > final(without) - 0.02
+    bundled.config = dataclasses.replace(bundled.config, rejudge_first=False)
+    try:
+        never_judged = bundled.segment(example.query, misplaced_first)
+    finally:
+        bundled.config = dataclasses.replace(bundled.config, rejudge_first=True)
+    assert never_judged.order == [1, 2, 3, 4, 5]
+    assert final(never_judged) < final(seg) - 0.05
+    # the first two steps cannot tell which support is the bad one: they are the same either way
+    for step in (0, 1):
+        np.testing.assert_array_equal(seg.masks[step], never_judged.masks[step])
