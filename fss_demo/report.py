@@ -53,47 +53,45 @@ def results_table(summary):
     return "\n".join(lines) + "\n"
 
 
-def bad_support_table(summary):
-    """`evaluate --corrupt`'s rows: each kind of bad support 2, then support 2 left out (a perfect gate)."""
-    lines = [BAD_SUPPORT_HEADER, "|---|---|---|---|---|---|---|---|"]
+def corruption_table(summary, key, header, left_out_label, gate_cells):
+    """A table of `evaluate --corrupt`'s runs `key` ("corruption": support 2 made bad, "corruption_first": support
+    1): per set, each kind's ConvLSTM curve and the step-5 scores of the ConvLSTM, the mean of logits and the OR, in
+    brackets the change against the clean episodes, then `gate_cells(run)` (the table's last columns); then the
+    same episodes with that support left out."""
+    columns = header.count("|") - 1
+    lines = [header, "|" + "---|" * columns]
     for name, result in summary["results"].items():
-        runs = result["corruption"]
+        runs = result[key]
         clean = runs["clean"]
         for kind, label in BAD_SUPPORT_NAMES.items():
             run = runs[kind]
             change = (lambda method: "") if kind == "clean" else (
                 lambda method: f" ({run[method][-1] - clean[method][-1]:+.1f})")
             curve = " ".join(f"{value:.1f}" for value in run["convlstm"])
-            forced = run["forced_open"][-1]
             lines.append(f"| {name} | {label} | {curve}{change('convlstm')} | {run['mean'][-1]:.1f}{change('mean')} | "
-                         f"{run['or'][-1]:.1f}{change('or')} | {forced:.1f} ({forced - run['convlstm'][-1]:+.1f}) | "
-                         f"{run['input_gate_ratio']:.2f} | {run['admission_mean'][1]:.2f} |")
+                         f"{run['or'][-1]:.1f}{change('or')} | " + " | ".join(gate_cells(run)) + " |")
         left_out = runs["left_out"]["convlstm"]
-        lines.append(f"| {name} | left out (a perfect gate) | " + " ".join(f"{v:.1f}" for v in left_out)
-                     + f" ({left_out[-1] - clean['convlstm'][-1]:+.1f}) | | | | | |")
+        lines.append(f"| {name} | {left_out_label} | " + " ".join(f"{v:.1f}" for v in left_out)
+                     + f" ({left_out[-1] - clean['convlstm'][-1]:+.1f}) |" + " |" * (columns - 3))
     return "\n".join(lines) + "\n"
+
+
+def bad_support_table(summary):
+    """`evaluate --corrupt`'s rows: each kind of bad support 2, then support 2 left out (a perfect gate)."""
+    def gate_cells(run):
+        forced = run["forced_open"][-1]
+        return [f"{forced:.1f} ({forced - run['convlstm'][-1]:+.1f})", f"{run['input_gate_ratio']:.2f}",
+                f"{run['admission_mean'][1]:.2f}"]
+    return corruption_table(summary, "corruption", BAD_SUPPORT_HEADER, "left out (a perfect gate)", gate_cells)
 
 
 def bad_first_table(summary):
     """`evaluate --corrupt`'s rows for a bad support 1 (which only `rejudge_first` ever judges): each kind, then
     support 1 left out (nothing is found at step 1). Admissions are those of the run that gave the 5-shot answer."""
-    lines = [BAD_FIRST_HEADER, "|---|---|---|---|---|---|---|"]
-    for name, result in summary["results"].items():
-        runs = result["corruption_first"]
-        clean = runs["clean"]
-        for kind, label in BAD_SUPPORT_NAMES.items():
-            run = runs[kind]
-            change = (lambda method: "") if kind == "clean" else (
-                lambda method: f" ({run[method][-1] - clean[method][-1]:+.1f})")
-            curve = " ".join(f"{value:.1f}" for value in run["convlstm"])
-            later = run["admission_mean"][1:]
-            lines.append(f"| {name} | {label} | {curve}{change('convlstm')} | {run['mean'][-1]:.1f}{change('mean')} | "
-                         f"{run['or'][-1]:.1f}{change('or')} | {run['admission_mean'][0]:.2f} | "
-                         f"{min(later):.2f}-{max(later):.2f} |")
-        left_out = runs["left_out"]["convlstm"]
-        lines.append(f"| {name} | left out | " + " ".join(f"{v:.1f}" for v in left_out)
-                     + f" ({left_out[-1] - clean['convlstm'][-1]:+.1f}) | | | | |")
-    return "\n".join(lines) + "\n"
+    def gate_cells(run):
+        later = run["admission_mean"][1:]
+        return [f"{run['admission_mean'][0]:.2f}", f"{min(later):.2f}-{max(later):.2f}"]
+    return corruption_table(summary, "corruption_first", BAD_FIRST_HEADER, "left out", gate_cells)
 
 
 def model_index(summary):
