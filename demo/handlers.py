@@ -159,7 +159,7 @@ def segment(query, supports, masks, query_mask=None):
     Returns:
         convlstm_masks: the ConvLSTM's mask after supports 1..k (PNG at the query's size, white = object)
         or_masks: the logical OR of the 1-shot masks of supports 1..k (PNG)
-        numbers: per step the admission, input gate on the object, IoU and effect of leaving it out; the order run
+        numbers: per step IoU; per support admission, input gate, effect of leaving it out; the order they ran in
     """
     supports, masks = list(supports or []), list(masks or [])
     if query is None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from fss_demo import images, viz
-from fss_demo.analysis import Episode, standout
+from fss_demo.analysis import Episode, gate_masks, standout
 
 SHOW_SIDE = 360   # longest side of the pictures the app sends back
 SLIDE_TILE = 240  # side of each picture in the downloadable picture of a run
@@ -72,11 +72,13 @@ def iou_table(lstm_ious, or_ious):
 
 def gate_picture(episode, seg):
     ranges, strips = viz.gate_ranges(seg.gates), []
+    objects = gate_masks(seg)
     for k, ((image, mask), number, gates) in enumerate(zip(episode.supports, episode.numbers, seg.gates), start=1):
-        inside, outside = viz.gate_share_on_object(gates["input_gate"].mean(0), seg.masks[k - 1])
-        # after a new start (ModelConfig.rejudge_first) the gates are those of the last answer's run, in its order
+        inside, outside = viz.gate_share_on_object(gates["input_gate"].mean(0), objects[k - 1])
+        # rows stay in the order given; after a new start (ModelConfig.rejudge_first) the gates are those of the run
+        # behind the final mask, and the title says at which of its steps each support went in
         step = f"Step {k} (support {number})" if seg.order == sorted(seg.order) else \
-            f"Support {number} (step {seg.order.index(k) + 1} of the last run)"
+            f"Support {number} (step {seg.order.index(k) + 1} of the run behind the final mask)"
         title = (f"{step}: admission {seg.admissions[k - 1]:.2f}; input gate {inside:.2f} on the object, "
                  f"{outside:.2f} elsewhere")
         strips.append(viz.gate_strip(episode.query, image, mask, gates, title=title, ranges=ranges, captions=k == 1))

@@ -15,19 +15,21 @@ want each step scored (IoU).
 EFFECTS_HELP = """
 **What each support did.** *Admission*: how far the model let the support in at all (1 = fully; the support the
 ConvLSTM starts from is always let in). *Input gate on the object*: the input gate's mean over the object predicted
-at that step.
+at that step (after a new start, see the gates' help: on the final mask).
 *Final mask change if left out*: the ConvLSTM run again without that support; 1 − IoU of the two final masks
 (0% = the support changed nothing). *IoU effect*: final IoU with the support minus without it (negative: it hurt).
 A bad support should show in both: a dim gate, and little effect or a harmful one.
 """
 
 GATES_HELP = """
-Each row is one step: the support it took in, then the mean over channels of each gate, laid over the query.
-The **admission** is one number per support: how far the model lets it in at all, from how well it agrees with the
-supports already in. It scales the input gate, and at 0 the step changes nothing (the notebooks check this by
-forcing it open). The first support has nothing to be compared with, so from the third support on the model judges it
-again: when the later supports let it in at under 0.5 on average, the ConvLSTM starts again from the support they
-agree with most, and support 1 is judged as any other (the summary then says so, and the rows below are that run's).
+Each row is one support, in the order given: the support, then the mean over channels of each gate, laid over the
+query. The **admission** is one number per support: how far the model lets it in at all, from how well it agrees
+with the supports already in. It scales the input gate, and at 0 the step changes nothing (the notebooks check this
+by forcing it open). Support 1 has nothing before it to be compared with, so from the third support on the model
+compares it with each later one: when they let it in at under 0.5 on average, the ConvLSTM starts again from the
+support the others let in most, and judges support 1 like any other. The summary then says so, the rows show the
+gates of that run (each title says at which of its steps the support went in), and "on the object" means on the
+final mask.
 Bright means more open (the colours are stretched to the range the gates use in this run, shared by all steps;
 the means are on a 0..1 scale): the **input gate** lets the new support's evidence into the memory, the **forget
 gate** keeps what earlier supports left there, and the **output gate** decides what of the memory shapes this

@@ -22,31 +22,40 @@ class Episode:
     masks: list                  # the ConvLSTM's masks after supports 1..k
     or_masks: list               # the logical OR's
     admissions: list             # the admission gate's value per support (1 for the one the last run started from)
-    gate_on_object: list         # per step: the input gate's mean on the object predicted at that step (nan: none)
-    order: Optional[list] = None  # the supports' numbers in the order the last answer's run took them (None: as run)
+    gate_on_object: list         # per support: the input gate's mean on the object of `gate_masks` (nan: none)
+    order: Optional[list] = None  # the supports' numbers in the order the final mask's run took them (None: as run)
 
     @classmethod
     def run(cls, model, query, supports, numbers=None, truth=None):
         """Segment (with the gates traced) and keep what the measurements need: (Episode, Segmentation)."""
         seg = model.segment(query, supports, trace=True)
         gate_on_object = [gate_share_on_object(gates["input_gate"].mean(0), mask)[0]
-                          for gates, mask in zip(seg.gates, seg.masks)]
+                          for gates, mask in zip(seg.gates, gate_masks(seg))]
         numbers = list(numbers or range(1, len(supports) + 1))
         return cls(query, list(supports), numbers, truth, seg.masks, seg.or_masks, seg.admissions,
                    gate_on_object, [numbers[i - 1] for i in seg.order]), seg
 
     def started_again(self):
-        """A sentence when the last answer's run started from another support than the first (the model re-judged
-        support 1, ModelConfig.rejudge_first); else ""."""
+        """A sentence when the final mask's run started from another support than the first (the later supports
+        kept support 1 out, ModelConfig.rejudge_first); else ""."""
         if not self.order or self.order[0] == self.numbers[0]:
             return ""
-        return (f"Support {self.numbers[0]} was judged again when later supports came: they let it in at under 0.5 "
-                f"on average, so the ConvLSTM started again from support {self.order[0]} (order "
-                f"{', '.join(map(str, self.order))}), and let support {self.numbers[0]} in at "
-                f"{self.admissions[0]:.2f}.")
+        first, others = self.numbers[0], self.numbers[1:]
+        return (f"The later supports disagreed with support {first} (on average they let it in at under 0.5), so for "
+                f"the final mask the ConvLSTM started from support {self.order[0]} instead (order "
+                f"{', '.join(map(str, self.order))}); in that run support {first} was let in at "
+                f"{self.admissions[0]:.2f}. The masks after supports {first} and {others[0]} still began with support "
+                f"{first}: two supports cannot tell which one is wrong.")
 
     def ious(self, masks):
         return None if self.truth is None else [iou(mask, self.truth) for mask in masks]
+
+
+def gate_masks(seg):
+    """The mask each support's input gate is scored against (its "object"): the answer after that support, or, when
+    the final mask's run started from another support (`Segmentation.order`), whose gates those are, that final
+    mask: the answers at that run's own earlier steps are not kept."""
+    return seg.masks if seg.order == sorted(seg.order) else [seg.masks[-1]] * len(seg.masks)
 
 
 @dataclass
@@ -54,7 +63,7 @@ class SupportEffect:
     step: int
     number: int                   # the support's number (see Episode.numbers)
     admission: float              # how far the admission gate let it in (1 for the support a run starts from)
-    gate_on_object: float         # the input gate's mean on the object predicted at its step (nan: none predicted)
+    gate_on_object: float         # the input gate's mean on the object of `gate_masks` (nan: none predicted)
     mask_change: Optional[float]  # 1 - IoU of the final mask and the final mask without it (None: only support)
     iou_effect: Optional[float]   # final IoU with it minus without it (None: no true mask, or only support)
 

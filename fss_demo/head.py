@@ -456,6 +456,8 @@ class FusionHead(nn.Module):
         and the order it fed them in ((N, K) support indices, 0-based).
         """
         output, run, judged = HeadOutput([], [], [], [], None), None, {}
+        if not passes:
+            return output
         for k in range(1, len(passes) + 1):
             first = self.first_support(passes[:k], judged) if self.rejudge_first and k >= 3 else None
             if run is not None and (first is None or torch.equal(first, run.order[:, 0])):
@@ -482,10 +484,12 @@ class FusionHead(nn.Module):
     def run_step(self, context, run, passes, numbers, open_gate_at):
         """Feed run one more support: for each sample n, passes[numbers[n, 0]] (numbers: (N, 1))."""
         passed = pick(passes, numbers[:, 0], lambda p: self.alone(context, p))
-        forced = torch.zeros_like(numbers[:, 0], dtype=torch.bool)
-        for at in open_gate_at:
-            forced |= numbers[:, 0] == at - 1
-        opened = bool(forced.all()) or (forced.float()[:, None, None, None] if forced.any() else False)
+        opened = False  # the ablation: True, or per sample where this step takes a support named in open_gate_at
+        if open_gate_at:
+            forced = torch.zeros_like(numbers[:, 0], dtype=torch.bool)
+            for at in open_gate_at:
+                forced |= numbers[:, 0] == at - 1
+            opened = bool(forced.all()) or (forced.float()[:, None, None, None] if forced.any() else False)
         run.order = numbers if run.order is None else torch.cat([run.order, numbers], 1)
         run.state, run.memory, gates = self.step(passed, run.state, run.memory, context.prototype_units,
                                                  open_gate=opened)

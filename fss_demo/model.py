@@ -105,11 +105,11 @@ class Segmentation:
     or_probabilities: list        # K float32 (h, w): their running maximum
     admissions: list              # K floats in [0, 1]: how far support k was let in (the admission gate; 1 for
                                   # the support a run starts from, which has nothing to be compared with)
-    gates: list                   # trace=True: K dicts {input_gate, forget_gate, output_gate, candidate, cell,
-                                  # hidden: float32 (hidden, h16, w16)}, at stride 16 of the network input; else []
+    gates: list                   # trace=True: per support, K dicts {input_gate, forget_gate, output_gate, candidate,
+                                  # cell, hidden: float32 (hidden, h16, w16)}, at stride 16 of the network input; else []
                                   # (input_gate includes the admission factor)
     order: list                   # the supports' numbers (1-based) in the order the ConvLSTM took them for the last
-                                  # answer: 1..K, unless it started from another support (ModelConfig.rejudge_first)
+                                  # answer: 1..K, unless it started from another support (ModelConfig.rejudge_first).
                                   # admissions and gates are that run's, given per support (support k's at [k - 1])
 
 
@@ -357,9 +357,9 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         """Find in `query` the kind of object marked in the supports, fed to the ConvLSTM one at a time.
 
         query: an image; supports: (image, mask) pairs, at most MAX_SUPPORTS, nonzero mask = object.
-        trace: also return each step's gate activations (`Segmentation.gates`).
-        open_gates: an ablation: steps (1-based) whose input gate is forced fully open, admission included, to see
-        what a support the gates kept out would have done.
+        trace: also return each support's gate activations (`Segmentation.gates`).
+        open_gates: an ablation: supports (1-based, as given) whose input gate is forced fully open, admission
+        included, to see what a support the gates kept out would have done.
         Bad input raises a ValueError that says what to fix.
         """
         query_image, own_size = images.load_image_with_size(query, "The query image")
@@ -386,10 +386,10 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     @torch.inference_mode()
     def leave_one_out(self, query: ImageLike, supports: Iterable[tuple[ImageLike, MaskLike]]) -> list:
         """What each support did: for each k, the ConvLSTM's final probabilities with support k left out (the
-        others in their order), or None when it is the only support; at the size `segment` works at. The query's
-        and supports' backbone features come from the caches that `segment` filled, and each support's part that
-        does not depend on the order (its evidence, its answer alone) is worked out once: the K runs cost only the
-        ConvLSTM's steps."""
+        others given in their order, and run as `segment` runs them), or None when it is the only support; at the
+        size `segment` works at. The query's and supports' backbone features come from the caches that `segment`
+        filled, and each support's part that does not depend on the order (its evidence, its answer alone) is worked
+        out once: the K runs cost only the ConvLSTM's steps."""
         query_image = images.load_image(query, "The query image")
         prepared = self._prepare_supports(supports)
         context = self.head.read_query(self._query_features(query_image))

@@ -17,8 +17,8 @@ TUNED_LABEL = "threshold tuned per shot count"  # evaluate's `tuned`: chosen on 
 BAD_SUPPORT_NAMES = {"clean": "clean", "off_object": "off object", "over_painted": "over painted",
                      "other_class": "other class", "small_patch": "small patch"}
 BAD_SUPPORT_HEADER = ("| set | support 2 | ConvLSTM steps 1-5 (step-5 change) | mean of logits (step-5 change) | "
-                      "OR (step-5 change) | ConvLSTM, step-2 gate forced open (step 5; its cost) | "
-                      "input gate at step 2 / other steps | admission at step 2 |")
+                      "OR (step-5 change) | ConvLSTM, support 2's gate forced open (step 5; its cost) | "
+                      "input gate of support 2 / the others | admission of support 2 |")
 BAD_FIRST_HEADER = ("| set | support 1 | ConvLSTM steps 1-5 (step-5 change) | mean of logits (step-5 change) | "
                     "OR (step-5 change) | admission of support 1 | admission of supports 2-5 |")
 

@@ -85,3 +85,16 @@ def test_the_order_control_explains_what_it_needs(bundled, episode):
                               masks=episode.masks[:1], or_masks=episode.or_masks[:1])
     with pytest.raises(ValueError, match="^With one support there is no other order: add a support and press Run.$"):
         analysis.reorder(bundled, one, "shuffled")
+
+
+def test_after_a_new_start_each_support_s_gate_is_scored_on_the_mask_its_run_made():
+    """Segmentation.gates are the final mask's run's; when that run started from another support, the answers at its
+    own earlier steps are not kept, so every support's gate is scored on the final mask, not on the answer after it
+    in the order given (which that run did not make)."""
+    from types import SimpleNamespace
+
+    from fss_demo.analysis import gate_masks
+
+    masks = [np.full((2, 2), k) for k in range(3)]
+    assert gate_masks(SimpleNamespace(masks=masks, order=[1, 2, 3])) is masks
+    assert [m[0, 0] for m in gate_masks(SimpleNamespace(masks=masks, order=[3, 1, 2]))] == [2, 2, 2]

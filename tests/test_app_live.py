@@ -75,9 +75,9 @@ def test_a_misplaced_first_support_is_re_judged_and_the_page_says_so(server):
     assert numbers["order"][0] != 1 and sorted(numbers["order"]) == [1, 2, 3, 4, 5]
     assert numbers["steps"][0]["admission"] < 0.5
     summary = App(server).run(photos, mask_files, files.query, files.truth)["summary"]
-    assert (f"Support 1 was judged again when later supports came: they let it in at under 0.5 on average, so the "
-            f"ConvLSTM started again from support {numbers['order'][0]} (order "
-            f"{', '.join(map(str, numbers['order']))}), and let support 1 in at ") in summary
+    assert (f"The later supports disagreed with support 1 (on average they let it in at under 0.5), so for the final "
+            f"mask the ConvLSTM started from support {numbers['order'][0]} instead (order "
+            f"{', '.join(map(str, numbers['order']))}); in that run support 1 was let in at ") in summary
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -500,14 +500,16 @@ def test_first_support_keeps_support_1_unless_the_others_keep_it_out(tiny_model,
 def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model, square_episode, monkeypatch):
     """With rejudge_first, each sample of a batch may start from another support (evaluation runs batches): the
     batch gives each sample what it would get alone, admissions and gates put back in the order given, and a gate
-    forced open is that of the support named, wherever its run took it."""
+    forced open is that of the support named, wherever its run took it. Five supports: sample 1 starts again from
+    support 3 when it arrives and goes on from there; sample 0 starts again from support 4, then back from 1."""
     (query, _), supports = square_episode
+    supports = supports + supports[:2]
     head = tiny_model.head
     levels, features, masks = batch_of_two(tiny_model, query, supports)
     monkeypatch.setattr(head, "rejudge_first", True)
-    first = torch.tensor([0, 2])  # sample 1 starts again from support 3 once it arrives
+    firsts = {3: torch.tensor([0, 2]), 4: torch.tensor([3, 2]), 5: torch.tensor([0, 2])}
     rows = slice(0, 2)
-    monkeypatch.setattr(head, "first_support", lambda passes, judged: first[rows])
+    monkeypatch.setattr(head, "first_support", lambda passes, judged: firsts[len(passes)][rows])
     with torch.inference_mode():
         batch = head(levels, features, masks, trace=True, open_gate_at=(1,))
         alone = []
@@ -515,7 +517,7 @@ def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model
             rows = slice(n, n + 1)
             alone.append(head([level[rows] for level in levels], [[level[rows] for level in f] for f in features],
                               [m[rows] for m in masks], trace=True, open_gate_at=(1,)))
-    assert batch.order.tolist() == [[0, 1, 2], [2, 0, 1]]
+    assert batch.order.tolist() == [[0, 1, 2, 3, 4], [2, 0, 1, 3, 4]]
     for n in (0, 1):
         assert alone[n].order.tolist() == batch.order[n:n + 1].tolist()
         for name in ("steps", "one_shots", "admissions"):
@@ -525,8 +527,14 @@ def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model
             for gate in ours:
                 torch.testing.assert_close(ours[gate][n:n + 1], theirs[gate])
     # sample 1 took support 3 first (admission 1) and support 1 second, with its gate forced open there
-    assert [float(a[1]) for a in batch.admissions] == [1.0, float(batch.admissions[1][1]), 1.0]
+    assert float(batch.admissions[2][1]) == float(batch.admissions[0][1]) == 1.0
     assert float(batch.traces[0]["input_gate"][1].min()) == 1.0
+    # sample 0's step 4 came from a run that started from support 4; its step 5 from support 1 again, as given
+    monkeypatch.setattr(head, "rejudge_first", False)
+    with torch.inference_mode():
+        as_given = head(levels, features, masks, open_gate_at=(1,))
+    assert not torch.allclose(batch.steps[3][:1], as_given.steps[3][:1])
+    torch.testing.assert_close(batch.steps[4][:1], as_given.steps[4][:1])
 
 
 def test_rejudging_the_first_support_is_saved_and_off_for_older_configs(tmp_path, tiny_model):
