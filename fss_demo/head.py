@@ -244,9 +244,9 @@ def pearson(a, b):
 AGREEMENT_FEATURES = 10
 
 
-def agreement(summary, memory, query_similarity, remembered_similarity):
-    """How well a new support (its SupportSummary) agrees with the supports the memory holds:
-    (N, AGREEMENT_FEATURES).
+def agreement(summary, remembered_prototypes, query_similarity, remembered_similarity):
+    """How well a new support (its SupportSummary) agrees with the supports remembered, as their object prototypes
+    [stride 8+16, stride 32] (EvidenceMemory.prototypes): (N, AGREEMENT_FEATURES).
 
     At stride 8+16 and at stride 32: the cosine of the new support's object and background prototypes to the
     remembered object prototype, and the remembered prototype's mean similarity on the new support's own picture
@@ -254,7 +254,7 @@ def agreement(summary, memory, query_similarity, remembered_similarity):
     background inside); the share of the picture the mask covers (log); and the correlation, over the query, of
     the new support's similarity map with the remembered one (another class lights up other pixels)."""
     stats = []
-    for level, remembered in enumerate(memory.prototypes()):
+    for level, remembered in enumerate(remembered_prototypes):
         stats += [F.cosine_similarity(summary.prototypes[level], remembered, dim=1),
                   F.cosine_similarity(summary.backgrounds[level], remembered, dim=1)]
         # the mean over a mask of the picture's cosine map to `remembered`, taken as the masked mean of its unit
@@ -385,7 +385,8 @@ class FusionHead(nn.Module):
         if memory is None:
             return passed.evidence.new_ones(passed.evidence.shape[0], 1, 1, 1)
         remembered = memory.query_similarity(query_prototype_units)
-        return self.support_gate(agreement(passed.summary, memory, passed.evidence[:, -1:], remembered))
+        return self.support_gate(agreement(passed.summary, memory.prototypes(), passed.evidence[:, -1:],
+                                           remembered))
 
     def step(self, passed, state, memory, query_prototype_units, open_gate=False):
         """One support (a SupportPass) into the ConvLSTM: (new state, new memory, gates incl. the admission).
@@ -505,12 +506,10 @@ class FusionHead(nn.Module):
 
     def pair_admission(self, judged, against):
         """How far the admission gate lets support `judged` in with only support `against` in the memory (N,):
-        both SupportPasses."""
-        evidence = against.evidence
-        memory = EvidenceMemory(evidence).add(evidence, torch.ones_like(evidence[:, :1]), against.summary.prototypes,
-                                              evidence.new_ones(evidence.shape[0], 1))
-        return self.support_gate(agreement(judged.summary, memory, judged.evidence[:, -1:],
-                                           evidence[:, -1:])).flatten()
+        both SupportPasses. A memory of one support remembers its prototypes, and the query's cosine to them is the
+        last evidence map: both are read off the passes, with no memory built."""
+        return self.support_gate(agreement(judged.summary, against.summary.prototypes, judged.evidence[:, -1:],
+                                           against.evidence[:, -1:])).flatten()
 
     def first_support(self, passes, judged):
         """Which of supports 1..k (>= 3) a run should start from (N,), 0-based: support 1, unless the others let it

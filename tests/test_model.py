@@ -341,7 +341,8 @@ def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
     evidence = torch.rand(2, 3, 8, 8)
     memory = EvidenceMemory(evidence).add(evidence, torch.ones(2, 1, 8, 8),
                                           summarise_support(first, first_mask).prototypes, torch.ones(2, 1))
-    stats = agreement(summarise_support(support, mask), memory, torch.rand(2, 1, 8, 8), torch.rand(2, 1, 8, 8))
+    stats = agreement(summarise_support(support, mask), memory.prototypes(), torch.rand(2, 1, 8, 8),
+                      torch.rand(2, 1, 8, 8))
     # per level: cosine of the object and background prototypes, then the similarity map's mean inside and outside
     for column, level, remembered in [(2, prototype_features(support), memory.prototypes()[0]),
                                       (6, support[2], memory.prototypes()[1])]:
