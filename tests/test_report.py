@@ -34,14 +34,17 @@ def test_update_replaces_a_table_and_the_model_index_and_nothing_else():
 def test_selection_rows_name_what_fails():
     changed = copy.deepcopy(RESULTS)
     camvid = changed["results"]["camvid"]
-    camvid["tuned"]["mean"]["5"]["class_miou"] = camvid["convlstm"]["5"]["class_miou"] + 1
+    five, one = report.score(camvid, "convlstm", 5), report.score(camvid, "convlstm", 1)
+    camvid["tuned"]["mean"]["5"]["class_miou"] = five + 1
     camvid["intervals"]["convlstm_5_minus_tuned_mean_5"] = [-1.6, -0.4]  # wholly below 0: an outright failure
     rows = {name: (counts, line) for name, counts, line in report.selection_rows(changed, baseline=RESULTS)}
     counts, line = rows["camvid"]
-    assert counts["FAILS"] == 1 and "FAILS 5-shot 30.2 > mean of logits at its own threshold 31.2" in line
-    assert "1-shot 20.9 >= baseline 20.9 - 1" in line
-    # the published model meets every row on the composites
-    assert rows["composites_val"][0] == {"meets": 6, "tie": 0, "FAILS": 0}
+    assert counts["FAILS"] == 1 and f"FAILS 5-shot {five:.1f} > mean of logits at its own threshold {five + 1:.1f}" in line
+    assert f"1-shot {one:.1f} >= baseline {one:.1f} - 1" in line
+    # each set: OR, mean, rise, the baseline's 1-shot and the two off-object rows, counted as the line marks them
+    for counts, line in rows.values():
+        assert sum(counts.values()) == 6 and line.count("; ") == 5
+        assert counts["FAILS"] == line.count("FAILS ") and counts["tie"] == line.count("TIE ")
 
 
 def test_a_row_whose_interval_holds_its_bound_is_a_tie():
@@ -49,12 +52,19 @@ def test_a_row_whose_interval_holds_its_bound_is_a_tie():
     assert report.verdict(False, (-0.9, -0.04)) == "FAILS"
     assert report.verdict(False, (1.0, 2.3), bound=2.0) == "tie" and report.verdict(True, (2.1, 3.0), 2.0) == "meets"
     assert report.verdict(True) == "meets" and report.verdict(False) == "FAILS"  # no interval: the scores say
-    # on the published seed-0 report: CamVid against the tuned OR, ccp and Caltech against the tuned mean, Caltech's
-    # rise
-    rows = {name: line for name, _, line in report.selection_rows(RESULTS)}
-    assert "TIE 5-shot 30.2 > OR at its own threshold 29.2" in rows["camvid"]
-    assert "TIE 5-shot 40.6 > mean of logits at its own threshold 40.4" in rows["ccp"]
-    assert "TIE rise 1.9 >= 2" in rows["caltech_pseudo"]
+    changed = copy.deepcopy(RESULTS)  # on a report: intervals that hold their bound, one that lies above it
+    camvid, ccp, caltech = (changed["results"][name] for name in ("camvid", "ccp", "caltech_pseudo"))
+    camvid["intervals"]["convlstm_5_minus_tuned_or_5"] = [-0.4, 2.6]
+    ccp["intervals"]["convlstm_5_minus_tuned_mean_5"] = [0.3, 1.0]
+    caltech["intervals"]["convlstm_5_minus_convlstm_1"] = [1.1, 2.7]
+    rows = {name: line for name, _, line in report.selection_rows(changed)}
+    five = report.score(camvid, "convlstm", 5)
+    assert (f"TIE 5-shot {five:.1f} > OR at its own threshold {report.score(camvid['tuned'], 'or', 5):.1f} "
+            "(difference 95% interval -0.4..+2.6)") in rows["camvid"]
+    five = report.score(ccp, "convlstm", 5)
+    assert f"; 5-shot {five:.1f} > mean of logits at its own threshold" in rows["ccp"]  # meets: no mark
+    rise = report.score(caltech, "convlstm", 5) - report.score(caltech, "convlstm", 1)
+    assert f"TIE rise {rise:.1f} >= 2 (difference 95% interval +1.1..+2.7)" in rows["caltech_pseudo"]
 
 
 def test_selection_rows_give_each_comparison_its_bootstrap_interval():
@@ -67,10 +77,13 @@ def test_selection_rows_give_each_comparison_its_bootstrap_interval():
     older = copy.deepcopy(RESULTS)  # a json from before evaluate wrote intervals and tuned baselines still reads
     for result in older["results"].values():
         del result["intervals"], result["tuned"]
+    caltech = older["results"]["caltech_pseudo"]
+    one = report.score(caltech, "convlstm", 1)
+    caltech["convlstm"]["5"]["class_miou"] = one + 1.5
     lines = " ".join(line for _, _, line in report.selection_rows(older))
     assert "interval" not in lines and "own threshold" not in lines and "TIE" not in lines
-    assert "FAILS rise 1.9 >= 2" in lines  # then by the scores alone, as before
-    assert "5-shot 83.1 > mean of logits 82.8" in lines  # and at the model's threshold
+    assert "FAILS rise 1.5 >= 2" in lines  # then by the scores alone, as before
+    assert f"5-shot {one + 1.5:.1f} > mean of logits {report.score(caltech, 'mean', 5):.1f}" in lines  # at the model's
 
 
 def test_the_results_table_shows_the_baselines_at_their_own_thresholds_beside_their_own_rows():
