@@ -117,7 +117,8 @@ class ConvLSTMCell(nn.Module):
         """One step. admission: (N, 1, 1, 1) in [0, 1], how far this input is let in at all (see SupportGate): it
         scales the input gate, and a support it keeps out (0) neither writes nor forgets, so the state stays as it
         was. open_input_gate: an ablation, the input gate forced to 1 whatever was decided: True for every sample,
-        or (N, 1, 1, 1) in {0, 1} per sample."""
+        or (N, 1, 1, 1) in {0, 1} per sample. The gates returned include the admission as it acted (1 where forced
+        open)."""
         h, c = state
         z = self.gates(torch.cat([x, h], 1))
         zi, zf, zo, zg = self.gate_norm(z).chunk(4, 1)
@@ -137,8 +138,9 @@ class ConvLSTMCell(nn.Module):
         h_new = o * torch.tanh(self.cell_norm(c_new))
         if admission is not None:
             h_new = admission * h_new + (1 - admission) * h
+        acted = h.new_ones(h.shape[0], 1, 1, 1) if admission is None else admission
         return (h_new, c_new), {"input_gate": i, "forget_gate": f, "output_gate": o, "candidate": g, "cell": c_new,
-                                "hidden": h_new}
+                                "hidden": h_new, "admission": acted}
 
 
 class ResidualSpatialAttention(nn.Module):
@@ -395,10 +397,6 @@ class FusionHead(nn.Module):
         x, evidence = passed.x, passed.evidence
         state, gates = self.lstm(x, state if state is not None else self.lstm.zero_state(x), admission=admission,
                                  open_input_gate=open_gate)
-        if torch.is_tensor(open_gate):
-            gates["admission"] = open_gate + (1 - open_gate) * admission
-        else:
-            gates["admission"] = torch.ones_like(admission) if open_gate else admission
         weight = F.interpolate(gates["input_gate"].mean(1, keepdim=True), size=evidence.shape[-2:], mode="bilinear",
                                align_corners=False)
         memory = (memory or EvidenceMemory(evidence)).add(evidence, weight, passed.summary.prototypes,
@@ -485,12 +483,10 @@ class FusionHead(nn.Module):
     def run_step(self, context, run, passes, numbers, open_gate_at):
         """Feed run one more support: for each sample n, passes[numbers[n, 0]] (numbers: (N, 1))."""
         passed = pick(passes, numbers[:, 0], lambda p: self.alone(context, p))
-        opened = False  # the ablation: True, or per sample where this step takes a support named in open_gate_at
-        if open_gate_at:
-            forced = torch.zeros_like(numbers[:, 0], dtype=torch.bool)
-            for at in open_gate_at:
-                forced |= numbers[:, 0] == at - 1
-            opened = bool(forced.all()) or (forced.float()[:, None, None, None] if forced.any() else False)
+        # the ablation: True, or per sample where this step takes a support named in open_gate_at
+        forced = torch.isin(numbers[:, 0], torch.tensor([at - 1 for at in open_gate_at], dtype=torch.long,
+                                                       device=numbers.device))
+        opened = bool(forced.all()) or (forced.float()[:, None, None, None] if forced.any() else False)
         run.order = numbers if run.order is None else torch.cat([run.order, numbers], 1)
         run.state, run.memory, gates = self.step(passed, run.state, run.memory, context.prototype_units,
                                                  open_gate=opened)
