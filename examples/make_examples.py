@@ -21,7 +21,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fss_demo  # noqa: E402
 from fss_demo.corruptions import moved_off_object  # noqa: E402
-from fss_demo.datasets import EpisodeSampler, novel_split, open_dataset  # noqa: E402
+from fss_demo.datasets import EpisodeSampler, open_dataset, validation_split  # noqa: E402
 from fss_demo.metrics import iou  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -57,7 +57,7 @@ def main():
     args = parser.parse_args()
     model = fss_demo.load_model(args.weights)
     dataset = open_dataset(os.path.join(args.data, "caltech_pseudo"))
-    classes, ids = novel_split(dataset)
+    classes, ids = validation_split(dataset)
     episodes = EpisodeSampler(dataset, classes, ids, shots=5, seed=123).episodes(args.candidates)
     good, bad = None, None
     for episode in episodes:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .datasets import EpisodeSampler, collate, novel_split, open_dataset
+from .datasets import EpisodeSampler, collate, open_dataset, validation_split
 from .features import DEFAULT_CACHE, FeatureCache
 from .corruptions import KINDS, corrupt
 from .hub import load_model
@@ -55,7 +55,7 @@ def feature_cache(model, dataset, cache_dir=DEFAULT_CACHE):
 
 def evaluate_dataset(model, dataset, cache, shots, episodes, seed, batch=20):
     """cache: the set's `feature_cache`."""
-    classes, ids = novel_split(dataset)
+    classes, ids = validation_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, max(shots), seed=seed)
     tally = Tally({method: THRESHOLD_GRID for method in METHODS})
     chosen = sampler.episodes(episodes)
@@ -97,7 +97,7 @@ def evaluate_corruptions(model, dataset, cache, episodes, seed, step=2, batch=20
     if not set(kinds) <= set(KINDS):
         raise ValueError(f"unknown kinds of bad support {sorted(set(kinds) - set(KINDS))}; known: {KINDS}")
     shots = 5
-    classes, ids = novel_split(dataset)
+    classes, ids = validation_split(dataset)
     sampler = EpisodeSampler(dataset, classes, ids, shots, seed=seed)
     grid = [model.threshold]
     methods = ("convlstm", "mean", "or") + (("forced_open",) if forced_open else ())

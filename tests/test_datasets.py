@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fss_demo.datasets import EpisodeSampler, FSS1000Dataset, LabelMapDataset, Pascal5iDataset, open_dataset
-from fss_demo.datasets.splits import NOVEL_CLASSES, novel_split, training_split
+from fss_demo.datasets.splits import NOVEL_CLASSES, WRONG_MASKS, novel_split, training_split, validation_split
 
 
 def test_labelmap_reader_and_sampler(labelmap_root):
@@ -109,3 +109,17 @@ def test_shared_split_is_fixed_and_disjoint():
     training, _ = training_split(Fake)
     assert novel == [1, 3] and training == [2, 4]
     assert all(len(names) == len(set(names)) for names in NOVEL_CLASSES.values())
+
+
+def test_validation_leaves_out_the_audited_wrong_masks_and_only_there():
+    class Fake:
+        name = "caltech_pseudo"
+        class_names = {1: "dolphin", 2: "ant"}
+        ids = ["dolphin_image_0001", "dolphin_image_0009", "ant_image_0001"]
+    classes, ids = validation_split(Fake)
+    assert classes == [1]
+    assert ids == ["dolphin_image_0001", "ant_image_0001"]  # dolphin_image_0009's mask marks the frame
+    assert novel_split(Fake)[1] == Fake.ids  # what the composites cut objects from is unchanged
+    assert training_split(Fake)[0] == [2]
+    for name, wrong in WRONG_MASKS.items():  # the audit covered held-out classes only
+        assert all(any(i.startswith(c + "_image_") for c in NOVEL_CLASSES[name]) for i in wrong)

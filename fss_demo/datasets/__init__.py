@@ -11,7 +11,7 @@ from .episodes import Episode, EpisodeMix, EpisodeSampler, collate
 from .fss1000 import FSS1000Dataset, class_folders
 from .labelmap import LabelMapDataset
 from .pascal import Pascal5iDataset
-from .splits import novel_split, training_split
+from .splits import novel_split, training_split, validation_split
 
 LAYOUTS = ("a label-map folder (classes.txt, images/, masks/), a PASCAL VOC folder (JPEGImages/, "
            "SegmentationClassAug/) or FSS-1000 (<class>/<n>.jpg with <n>.png)")
@@ -38,4 +38,4 @@ def open_dataset(root, fold=0):
 
 
 __all__ = ["Episode", "EpisodeMix", "EpisodeSampler", "FSS1000Dataset", "LabelMapDataset", "Pascal5iDataset",
-           "collate", "novel_split", "open_dataset", "training_split"]
+           "collate", "novel_split", "open_dataset", "training_split", "validation_split"]
