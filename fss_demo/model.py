@@ -34,7 +34,7 @@ def default_device():
 class ModelConfig:
     """Every setting of a model, saved as its config.json. The defaults are the published model's, but for what is
     chosen on validation after training: the admission gate's calibration (trained at 1 and 0), self-support and
-    re-judging the first support (both off in training) and the threshold."""
+    re-judging the first support (both off in training) and the thresholds."""
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
