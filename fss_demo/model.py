@@ -33,8 +33,8 @@ def default_device():
 @dataclass(frozen=True)
 class ModelConfig:
     """Every setting of a model, saved as its config.json. The defaults are the published model's, but for what is
-    chosen on validation after training: the admission gate's calibration (trained at 1 and 0), self-support and
-    re-judging the first support (both off in training) and the thresholds."""
+    chosen on validation after training: the admission gate's calibration (trained at 1 and 0), self-support,
+    re-judging the first support and the discriminant (all off in training) and the thresholds."""
     backbone: str = "mobilenet_v2"
     width: int = 64                  # the fusion branch
     hidden: int = 64                 # the ConvLSTM's state
@@ -61,6 +61,10 @@ class ModelConfig:
     # again from another support when the later ones keep support 1 out; chosen after training. False: every model
     # before v0.8.
     rejudge_first: bool = False
+    # The linear discriminant fitted on the supports let in (head.discriminant_logits), added to the fused answers
+    # at this weight times 1 - 1/(supports let in); training-free, chosen on validation. 0: off (every model
+    # before v0.11).
+    discriminant: float = 0.0
 
     def __post_init__(self):
         if self.decoder_cue not in DECODER_CUES:
@@ -177,7 +181,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.head = FusionHead(spec.level_channels, self.config.width, self.config.hidden, self.config.feature_dropout,
                                self.config.decoder_cue, self.config.gate_scale, self.config.gate_shift,
                                spec.cue_channels(self.config.cue_blocks), self.config.self_support,
-                               self.config.rejudge_first)
+                               self.config.rejudge_first, self.config.discriminant)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._empty_caches()
@@ -207,10 +211,10 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
     def config(self, config):
         # The mixin writes `_hub_mixin_config` as config.json: one object, so a changed threshold is saved too.
         self._hub_mixin_config = config
-        if "head" in self._modules:  # a changed cue, self-support, re-judging or gate calibration acts at once, as a
-            # threshold does
+        if "head" in self._modules:  # a changed cue, self-support, re-judging, discriminant or gate calibration acts
+            # at once, as a threshold does
             self.head.decoder_cue, self.head.self_support = config.decoder_cue, config.self_support
-            self.head.rejudge_first = config.rejudge_first
+            self.head.rejudge_first, self.head.discriminant = config.rejudge_first, config.discriminant
             self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
     @property

@@ -472,6 +472,63 @@ def test_self_support_acts_on_every_answer_and_is_saved(tmp_path, tiny_model, sq
     assert FewShotSegmenter.from_pretrained(tmp_path).head.self_support == 0.0
 
 
+def test_the_discriminant_finds_what_looks_like_the_supports_objects():
+    """head.discriminant_logits on features made to order: object pixels near one direction, background pixels
+    near another. Fitted on two supports' statistics, it gives the query's object pixels positive log-odds and its
+    background negative; the statistics of a support added at weight 0 change nothing."""
+    from fss_demo.head import discriminant_logits, pixel_statistics
+
+    generator = torch.Generator().manual_seed(0)
+
+    def picture(object_rows):
+        features = torch.zeros(1, 4, 8, 8)
+        features[:, 1] = 1.0  # background
+        features[:, :, object_rows, 2:6] = torch.tensor([1.0, 0, 0, 0])[:, None, None]
+        mask = torch.zeros(1, 1, 8, 8)
+        mask[:, :, object_rows, 2:6] = 1
+        return features + 0.1 * torch.randn(features.shape, generator=generator), mask
+
+    first, second = pixel_statistics(*picture(slice(1, 4))), pixel_statistics(*picture(slice(4, 7)))
+    both = first.add(second, torch.ones(1, 1, 1, 1))
+    assert both.supports.tolist() == [2.0]
+    query, truth = picture(slice(2, 6))
+    logits = discriminant_logits(query, both)
+    assert logits.shape == (1, 1, 8, 8)
+    assert logits[truth.bool()].min() > 2 and logits[~truth.bool()].max() < -2
+    unchanged = first.add(second, torch.zeros(1, 1, 1, 1))
+    for ours, theirs in zip(unchanged, first):
+        torch.testing.assert_close(ours, theirs)
+
+
+def test_the_discriminant_joins_from_the_second_support_and_is_saved(tmp_path, tiny_model, square_episode):
+    """ModelConfig.discriminant leaves every 1-shot answer (and so the OR) and the first step as they were, changes
+    the fused answers from step 2 on, acts at once, is saved, and a config.json without it loads with it off."""
+    import dataclasses
+    import json
+
+    from fss_demo import FewShotSegmenter
+
+    (query, _), supports = square_episode
+    plain = tiny_model.segment(query, supports)
+    tiny_model.config = dataclasses.replace(tiny_model.config, discriminant=0.5)
+    try:
+        with_it = tiny_model.segment(query, supports)
+        tiny_model.save_pretrained(tmp_path)
+    finally:
+        tiny_model.config = dataclasses.replace(tiny_model.config, discriminant=0.0)
+    for before, after in zip(plain.one_shot_probabilities, with_it.one_shot_probabilities):
+        np.testing.assert_allclose(after, before, atol=1e-6)
+    np.testing.assert_allclose(with_it.probabilities[0], plain.probabilities[0], atol=1e-6)
+    for before, after in zip(plain.probabilities[1:], with_it.probabilities[1:]):
+        assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_array_equal(tiny_model.segment(query, supports).probabilities[-1], plain.probabilities[-1])
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.discriminant == 0.5
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["discriminant"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert FewShotSegmenter.from_pretrained(tmp_path).head.discriminant == 0.0
+
+
 def batch_of_two(tiny_model, query, supports):
     """The square episode's features, twice over: a batch of two samples that are the same episode."""
     twice = lambda levels: [torch.cat([level, level]) for level in levels]
@@ -508,6 +565,7 @@ def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model
     head = tiny_model.head
     levels, features, masks = batch_of_two(tiny_model, query, supports)
     monkeypatch.setattr(head, "rejudge_first", True)
+    monkeypatch.setattr(head, "discriminant", 0.5)  # its statistics are gathered per sample too
     firsts = {3: torch.tensor([0, 2]), 4: torch.tensor([3, 2]), 5: torch.tensor([0, 2])}
     rows = slice(0, 2)
     monkeypatch.setattr(head, "first_support", lambda passes, judged: firsts[len(passes)][rows])
