@@ -175,9 +175,10 @@ def test_the_defaults_are_the_published_recipe(tmp_path):
     assert {**dataclasses.asdict(recipe), "data": published["data"]} == published
     assert model_config == ModelConfig()
     # the published config is the default one with what is chosen on validation after training: the gate's
-    # calibration, self-support, re-judging the first support and the thresholds (the prototype baseline's too)
+    # calibration, self-support, re-judging the first support, the discriminant and the thresholds (the prototype
+    # baseline's too)
     published_config = fss_demo.load_model().config
-    chosen_after = dict(gate_scale=1.0, gate_shift=0.0, self_support=0.0, rejudge_first=False,
+    chosen_after = dict(gate_scale=1.0, gate_shift=0.0, self_support=0.0, rejudge_first=False, discriminant=0.0,
                         threshold=ModelConfig().threshold, prototype_threshold=ModelConfig().prototype_threshold)
     assert dataclasses.replace(published_config, **chosen_after) == model_config
     recipe, _, _ = train.parse_arguments(["--data", "a", "--out", "b", "--share", "--no-bf16", "--iterations", "7"])
