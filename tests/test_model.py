@@ -498,6 +498,10 @@ def test_the_discriminant_finds_what_looks_like_the_supports_objects():
     unchanged = first.add(second, torch.zeros(1, 1, 1, 1))
     for ours, theirs in zip(unchanged, first):
         torch.testing.assert_close(ours, theirs)
+    # blank pictures (every pixel alike): no covariance to factor, and still an answer, not an error
+    blank = torch.ones(1, 4, 8, 8)
+    blank_logits = discriminant_logits(blank, pixel_statistics(blank, picture(slice(1, 4))[1]))
+    assert torch.isfinite(blank_logits).all() and blank_logits.std() == 0
 
 
 def test_the_discriminant_joins_from_the_second_support_and_is_saved(tmp_path, tiny_model, square_episode):
