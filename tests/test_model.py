@@ -447,29 +447,43 @@ def test_self_support_brings_in_what_looks_like_the_found_object_in_the_same_que
 def test_self_support_acts_on_every_answer_and_is_saved(tmp_path, tiny_model, square_episode):
     """ModelConfig.self_support refines the fused answers and the 1-shot answers alike (the OR and the mean fuse
     what the model gives), acts at once, is saved in config.json, and a config.json without it loads with it off."""
-    import dataclasses
-    import json
-
-    from fss_demo import FewShotSegmenter
-
     (query, _), supports = square_episode
     plain = tiny_model.segment(query, supports)
-    tiny_model.config = dataclasses.replace(tiny_model.config, self_support=0.5)
-    try:
-        refined = tiny_model.segment(query, supports)
-        tiny_model.save_pretrained(tmp_path)
-    finally:
-        tiny_model.config = dataclasses.replace(tiny_model.config, self_support=0.0)
+    refined = segmented_with(tiny_model, query, supports, tmp_path, self_support=0.5)
     for before, after in zip(plain.probabilities + plain.one_shot_probabilities,
                              refined.probabilities + refined.one_shot_probabilities):
         assert np.abs(after - before).max() > 1e-3
     np.testing.assert_array_equal(refined.probabilities[0], refined.one_shot_probabilities[0])
     np.testing.assert_array_equal(tiny_model.segment(query, supports).probabilities[-1], plain.probabilities[-1])
-    assert FewShotSegmenter.from_pretrained(tmp_path).head.self_support == 0.5
-    config = json.loads((tmp_path / "config.json").read_text())
-    del config["self_support"]
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert FewShotSegmenter.from_pretrained(tmp_path).head.self_support == 0.0
+    assert_saved_and_off_when_absent(tmp_path, "self_support", 0.5, off=0.0)
+
+
+def segmented_with(model, query, supports, save_to, **settings):
+    """model.segment with `settings` in its config, the model then saved into save_to; its config is put back."""
+    import dataclasses
+
+    before = model.config
+    model.config = dataclasses.replace(before, **settings)
+    try:
+        segmentation = model.segment(query, supports)
+        model.save_pretrained(save_to)
+    finally:
+        model.config = before
+    return segmentation
+
+
+def assert_saved_and_off_when_absent(folder, name, value, off):
+    """The head setting `name` was saved in folder's config.json at `value`, and a config.json without it (an older
+    model's) loads with it at `off`."""
+    import json
+
+    from fss_demo import FewShotSegmenter
+
+    assert getattr(FewShotSegmenter.from_pretrained(folder).head, name) == value
+    config = json.loads((folder / "config.json").read_text())
+    del config[name]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert getattr(FewShotSegmenter.from_pretrained(folder).head, name) == off
 
 
 def test_the_discriminant_finds_what_looks_like_the_supports_objects():
@@ -507,30 +521,16 @@ def test_the_discriminant_finds_what_looks_like_the_supports_objects():
 def test_the_discriminant_joins_from_the_second_support_and_is_saved(tmp_path, tiny_model, square_episode):
     """ModelConfig.discriminant leaves every 1-shot answer (and so the OR) and the first step as they were, changes
     the fused answers from step 2 on, acts at once, is saved, and a config.json without it loads with it off."""
-    import dataclasses
-    import json
-
-    from fss_demo import FewShotSegmenter
-
     (query, _), supports = square_episode
     plain = tiny_model.segment(query, supports)
-    tiny_model.config = dataclasses.replace(tiny_model.config, discriminant=0.5)
-    try:
-        with_it = tiny_model.segment(query, supports)
-        tiny_model.save_pretrained(tmp_path)
-    finally:
-        tiny_model.config = dataclasses.replace(tiny_model.config, discriminant=0.0)
+    with_it = segmented_with(tiny_model, query, supports, tmp_path, discriminant=0.5)
     for before, after in zip(plain.one_shot_probabilities, with_it.one_shot_probabilities):
         np.testing.assert_allclose(after, before, atol=1e-6)
     np.testing.assert_allclose(with_it.probabilities[0], plain.probabilities[0], atol=1e-6)
     for before, after in zip(plain.probabilities[1:], with_it.probabilities[1:]):
         assert np.abs(after - before).max() > 1e-3
     np.testing.assert_array_equal(tiny_model.segment(query, supports).probabilities[-1], plain.probabilities[-1])
-    assert FewShotSegmenter.from_pretrained(tmp_path).head.discriminant == 0.5
-    config = json.loads((tmp_path / "config.json").read_text())
-    del config["discriminant"]
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert FewShotSegmenter.from_pretrained(tmp_path).head.discriminant == 0.0
+    assert_saved_and_off_when_absent(tmp_path, "discriminant", 0.5, off=0.0)
 
 
 def batch_of_two(tiny_model, query, supports):
@@ -602,9 +602,6 @@ def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model
 
 def test_rejudging_the_first_support_is_saved_and_off_for_older_configs(tmp_path, tiny_model):
     import dataclasses
-    import json
-
-    from fss_demo import FewShotSegmenter
 
     tiny_model.config = dataclasses.replace(tiny_model.config, rejudge_first=True)
     try:
@@ -613,8 +610,4 @@ def test_rejudging_the_first_support_is_saved_and_off_for_older_configs(tmp_path
     finally:
         tiny_model.config = dataclasses.replace(tiny_model.config, rejudge_first=False)
     assert not tiny_model.head.rejudge_first
-    assert FewShotSegmenter.from_pretrained(tmp_path).head.rejudge_first
-    config = json.loads((tmp_path / "config.json").read_text())
-    del config["rejudge_first"]
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    assert not FewShotSegmenter.from_pretrained(tmp_path).head.rejudge_first
+    assert_saved_and_off_when_absent(tmp_path, "rejudge_first", True, off=False)
