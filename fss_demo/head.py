@@ -459,8 +459,8 @@ class FusionHead(nn.Module):
         decoded: (logits, hidden at stride 8) from `decode`; context: the query's QueryContext.
 
         The discriminant's weight is `discriminant` * (1 - 1 / n), n the supports let in (admissions summed): 0 for
-        one support, whose discriminant is weak (measured on validation: 13-30 points below the network's 1-shot
-        answer on four of five sets), and growing as supports add up, as its worth does (it rises 16-19 points from
+        one support, whose discriminant is weak (measured on validation: 7-30 points below the network's 1-shot
+        answer on four of five sets), and growing as supports add up, as its worth does (it rises 16-20 points from
         one support to five, the network's answer 2-9)."""
         logits, up = decoded
         logits = logits + self.recall(torch.cat([up, logits, found - logits], 1))
