@@ -131,7 +131,7 @@ def discriminant_logits(query_features, statistics):
     scatter = statistics.products - torch.einsum("nk,nkc,nkd->ncd", weights, means, means)  # within the classes
     covariance = scatter / weights.sum(1)[:, None, None]
     channels = covariance.shape[-1]
-    mean_variance = torch.diagonal(covariance, dim1=1, dim2=2).mean(1).clamp_min(1e-6)  # a blank picture has none
+    mean_variance = torch.diagonal(covariance, dim1=1, dim2=2).mean(1)
     covariance = ((1 - DISCRIMINANT_SHRINKAGE) * covariance + DISCRIMINANT_SHRINKAGE * mean_variance[:, None, None]
                   * torch.eye(channels, dtype=covariance.dtype, device=covariance.device))
     # Cholesky, not torch.linalg.solve: the covariance is positive definite, and batched LU solves of this size gave
@@ -141,7 +141,7 @@ def discriminant_logits(query_features, statistics):
     bias = -0.5 * (direction * (means[:, 0] + means[:, 1])).sum(1) + torch.log(weights[:, 0] / weights[:, 1])
     logits = torch.einsum("nchw,nc->nhw", query_features, direction)[:, None] + bias[:, None, None, None]
     # no discriminant without both classes (a mask over the whole picture, or none of it): nothing to tell apart;
-    # nor where rounding left the covariance without a factor
+    # nor without a factor (blank pictures: every pixel alike, no covariance at all)
     usable = (statistics.weights >= 1).all(1) & (failed == 0)
     return torch.where(usable[:, None, None, None], logits, torch.zeros_like(logits))
 
