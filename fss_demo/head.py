@@ -466,9 +466,10 @@ class FusionHead(nn.Module):
         logits = logits + self.recall(torch.cat([up, logits, found - logits], 1))
         if self.discriminant and statistics is not None:
             weight = self.discriminant * (1 - 1 / statistics.supports.clamp_min(1))
-            fitted = F.interpolate(discriminant_logits(context.discriminant_units, statistics),
-                                   size=logits.shape[-2:], mode="bilinear", align_corners=False)
-            logits = logits + weight[:, None, None, None] * fitted
+            if bool(weight.any()):  # 0 for one support, or with the others kept out: no fit needed
+                fitted = F.interpolate(discriminant_logits(context.discriminant_units, statistics),
+                                       size=logits.shape[-2:], mode="bilinear", align_corners=False)
+                logits = logits + weight[:, None, None, None] * fitted
         return self_support(logits, context.prototype_units, self.self_support * self.similarity_scale)
 
     def admit(self, passed, memory, query_prototype_units):
@@ -500,14 +501,16 @@ class FusionHead(nn.Module):
                             discriminant_units=discriminant_features(query) if self.discriminant else None,
                             projections=[project(level) for project, level in zip(self.query_proj, query[:3])])
 
-    def read_support(self, context, support, mask):
+    def read_support(self, context, support, mask, with_statistics=True):
         """What one support gives the query whatever its place in the order (`SupportPass`): its evidence, the
-        ConvLSTM's input and its summary. support: the backbone's maps (N, ...) as the query's; mask: (N, 1, H, W)."""
+        ConvLSTM's input and its summary. support: the backbone's maps (N, ...) as the query's; mask: (N, 1, H, W).
+        with_statistics=False leaves out its pixels for the discriminant, which a lone support never uses."""
         summary = summarise_support(support, mask)
         evidence, level_masks = self.evidence(context.units, context.prototype_units, support, mask,
                                               summary.prototypes[0])
         x = self.lstm_input(context.projections, support, level_masks, evidence)
-        statistics = pixel_statistics(discriminant_features(support), mask) if self.discriminant else None
+        statistics = (pixel_statistics(discriminant_features(support), mask) if self.discriminant and with_statistics
+                      else None)
         return SupportPass(evidence, x, summary, statistics)
 
     def alone(self, context, passed):
@@ -526,8 +529,8 @@ class FusionHead(nn.Module):
         Returns `fuse`'s HeadOutput (its arguments one_shot, trace and open_gate_at are described there).
         """
         context = self.read_query(query)
-        return self.fuse(context, [self.read_support(context, s, m) for s, m in zip(supports, masks)], one_shot,
-                         trace, open_gate_at)
+        return self.fuse(context, [self.read_support(context, s, m, with_statistics=len(supports) > 1)
+                                   for s, m in zip(supports, masks)], one_shot, trace, open_gate_at)
 
     def fuse(self, context, passes, one_shot=True, trace=False, open_gate_at=()):
         """The ConvLSTM over the supports' passes (`read_query`, `read_support`; reusing them, runs over other

@@ -399,7 +399,9 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         query_image = images.load_image(query, "The query image")
         prepared = self._prepare_supports(supports)
         context = self.head.read_query(self._query_features(query_image))
-        passes = [self.head.read_support(context, features, mask) for features, mask in prepared]
+        # each run fuses all but one: with two supports, a lone support, whose discriminant pixels go unused
+        passes = [self.head.read_support(context, features, mask, with_statistics=len(prepared) > 2)
+                  for features, mask in prepared]
         answers = []
         for k in range(len(passes)):
             others = passes[:k] + passes[k + 1:]

@@ -320,9 +320,9 @@ def test_leave_one_out_works_out_each_supports_order_free_part_once(tiny_model, 
     calls = {"read_support": 0, "alone": 0}
     for name in calls:
         real = getattr(FusionHead, name)
-        def counted(self, *args, _real=real, _name=name):
+        def counted(self, *args, _real=real, _name=name, **kwargs):
             calls[_name] += 1 if _name == "read_support" or args[-1].alone is None else 0
-            return _real(self, *args)
+            return _real(self, *args, **kwargs)
         monkeypatch.setattr(FusionHead, name, counted)
     tiny_model.leave_one_out(query, supports)
     assert calls == {"read_support": 3, "alone": 2}
