@@ -1,7 +1,7 @@
 """Episodic training of the head on cached backbone features. The defaults are the published recipe (`TrainConfig`):
 
     python -m fss_demo.train --data ../shared/data/ccp ../shared/data/camvid ../shared/data/caltech_pseudo \
-        ~/.cache/fss_demo/composites/composites_train --out runs/main
+        ~/.cache/fss_demo/composites/composites_train ~/.cache/fss_demo/composites/clutter_train --out runs/main
 
 trains the bundled weights (the composites come first: README's "Train and evaluate"). Without the composites set,
 pass `--share` with nothing after it.
