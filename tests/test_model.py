@@ -533,6 +533,32 @@ def test_the_discriminant_joins_from_the_second_support_and_is_saved(tmp_path, t
     assert_saved_and_off_when_absent(tmp_path, "discriminant", 0.5, off=0.0)
 
 
+
+def test_the_discriminant_is_worked_out_only_where_its_weight_is_not_zero(tiny_model, square_episode, monkeypatch):
+    """Its weight is 0 for a lone support, so a 1-shot call gathers no support pixels and fits nothing, and with two
+    supports the fit starts at step 2 (the answers are those of test_the_discriminant_joins_...)."""
+    import dataclasses
+
+    from fss_demo import head
+
+    (query, _), supports = square_episode
+    calls = {"pixel_statistics": 0, "discriminant_logits": 0}
+    for name in calls:
+        real = getattr(head, name)
+        def counted(*args, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*args)
+        monkeypatch.setattr(head, name, counted)
+    before = tiny_model.config
+    tiny_model.config = dataclasses.replace(before, discriminant=0.5, rejudge_first=False)
+    try:
+        tiny_model.segment(query, supports[:1])
+        assert calls == {"pixel_statistics": 0, "discriminant_logits": 0}
+        tiny_model.segment(query, supports[:2])
+        assert calls == {"pixel_statistics": 2, "discriminant_logits": 1}  # step 2's answer only
+    finally:
+        tiny_model.config = before
+
 def batch_of_two(tiny_model, query, supports):
     """The square episode's features, twice over: a batch of two samples that are the same episode."""
     twice = lambda levels: [torch.cat([level, level]) for level in levels]
