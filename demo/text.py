@@ -37,8 +37,6 @@ step's prediction. Each step's answer is also corrected towards what the support
 answers, each entering with its admission), where the memory trusts it: an object only one support shows is kept.
 From the second support on, the answer also adds a simple classifier fitted on the supports' own pixels (object
 against background), each support's pixels weighted by its admission: it gets better with every support let in.
-Last, every answer (the 1-shot ones too) leans a little towards what looks like the parts of the query it is already
-sure of (self-support): other instances in one photo look more alike than the class across photos.
 """
 
 ORDER_HELP = """

@@ -59,7 +59,9 @@ def test_a_misplaced_first_support_is_outvoted_by_the_later_ones_and_an_ablation
     finally:
         bundled.config = dataclasses.replace(bundled.config, rejudge_first=True)
     assert never_judged.order == [1, 2, 3, 4, 5]
-    assert final(never_judged) < final(seg) - 0.05
+    # kept out as disagreeing with it: step 3 gains nothing, and the final answer stays below the re-judged one
+    assert iou(never_judged.masks[2], example.truth) < iou(seg.masks[2], example.truth) - 0.2
+    assert final(never_judged) < final(seg) - 0.02
     # the first two steps cannot tell which support is the bad one: they are the same either way
     for step in (0, 1):
         np.testing.assert_array_equal(seg.masks[step], never_judged.masks[step])

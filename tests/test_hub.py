@@ -184,7 +184,7 @@ def test_a_resaved_copy_keeps_the_licence_and_recipe_of_the_bundled_weights(tmp_
     from huggingface_hub import ModelCard
 
     bundled = fss_demo.load_model()
-    assert bundled.licence == "cc-by-nc-4.0" and bundled.recipe["iterations"] == 2400
+    assert bundled.licence == "cc-by-nc-4.0" and bundled.recipe["iterations"] == 4800
     bundled.save_pretrained(tmp_path / "copy")
     card = ModelCard.load(tmp_path / "copy" / "README.md")
     assert card.data.license == "cc-by-nc-4.0" and "Licence of these weights: cc-by-nc-4.0" in card.text
