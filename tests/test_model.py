@@ -1,4 +1,6 @@
+import contextlib
 import copy
+import dataclasses
 import pickle
 
 import numpy as np
@@ -6,6 +8,17 @@ import pytest
 import torch
 
 from fss_demo.head import ConvLSTMCell
+
+
+@contextlib.contextmanager
+def configured(model, **settings):
+    """The model with `settings` in its config for the block; its config is put back after."""
+    before = model.config
+    model.config = dataclasses.replace(before, **settings)
+    try:
+        yield model
+    finally:
+        model.config = before
 
 
 def test_segment_gives_one_mask_per_step_at_query_size(tiny_model, square_episode):
@@ -198,16 +211,11 @@ def test_a_config_json_without_decoder_cue_is_a_v0_4_model_and_keeps_its_mean_cu
 def test_the_two_decoder_cues_agree_on_one_support_and_part_after_two(tiny_model, square_episode):
     """With one support the gated maximum of the supports' cosines and the cosine to their mean prototype are the
     same map; from step 2 they are not, and the cue in use is the one the answer follows."""
-    import dataclasses
-
     (query, _), supports = square_episode
     with_max = tiny_model.segment(query, supports)
-    tiny_model.config = dataclasses.replace(tiny_model.config, decoder_cue="mean")  # acts at once, as the threshold
-    try:
+    with configured(tiny_model, decoder_cue="mean"):  # acts at once, as the threshold
         assert tiny_model.head.decoder_cue == "mean"
         with_mean = tiny_model.segment(query, supports)
-    finally:
-        tiny_model.config = dataclasses.replace(tiny_model.config, decoder_cue="max")
     assert tiny_model.head.decoder_cue == "max"
     np.testing.assert_allclose(with_mean.probabilities[0], with_max.probabilities[0], atol=1e-5)
     assert np.abs(with_mean.probabilities[2] - with_max.probabilities[2]).max() > 1e-3
@@ -354,7 +362,6 @@ def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
 def test_the_gate_calibration_is_a_sharper_later_closing_sigmoid_and_is_saved(tmp_path, tiny_model, square_episode):
     """The admission is sigmoid(scale * (logit - shift)); changing the config changes it at once, it is saved in
     config.json, and a config.json without it (fss-demo 0.5's) loads as the gate was trained (1, 0)."""
-    import dataclasses
     import json
 
     from fss_demo import FewShotSegmenter
@@ -365,13 +372,10 @@ def test_the_gate_calibration_is_a_sharper_later_closing_sigmoid_and_is_saved(tm
     with torch.no_grad():
         logit = gate.net(stats)
         trained = tiny_model.segment(query, supports).admissions
-        tiny_model.config = dataclasses.replace(tiny_model.config, gate_scale=3.0, gate_shift=1.5)
-        try:
+        with configured(tiny_model, gate_scale=3.0, gate_shift=1.5):
             torch.testing.assert_close(gate(stats).flatten(), torch.sigmoid(3 * (logit - 1.5)).flatten())
             calibrated = tiny_model.segment(query, supports).admissions
             tiny_model.save_pretrained(tmp_path)
-        finally:
-            tiny_model.config = dataclasses.replace(tiny_model.config, gate_scale=1.0, gate_shift=0.0)
         torch.testing.assert_close(gate(stats).flatten(), torch.sigmoid(logit).flatten())
     assert calibrated[0] == trained[0] == 1.0  # the first support is always let in
     # step 2 reads the same memory either way, so its logit is the same, mapped through the calibrated sigmoid (later
@@ -460,15 +464,9 @@ def test_self_support_acts_on_every_answer_and_is_saved(tmp_path, tiny_model, sq
 
 def segmented_with(model, query, supports, save_to, **settings):
     """model.segment with `settings` in its config, the model then saved into save_to; its config is put back."""
-    import dataclasses
-
-    before = model.config
-    model.config = dataclasses.replace(before, **settings)
-    try:
+    with configured(model, **settings):
         segmentation = model.segment(query, supports)
         model.save_pretrained(save_to)
-    finally:
-        model.config = before
     return segmentation
 
 
@@ -533,12 +531,9 @@ def test_the_discriminant_joins_from_the_second_support_and_is_saved(tmp_path, t
     assert_saved_and_off_when_absent(tmp_path, "discriminant", 0.5, off=0.0)
 
 
-
 def test_the_discriminant_is_worked_out_only_where_its_weight_is_not_zero(tiny_model, square_episode, monkeypatch):
     """Its weight is 0 for a lone support, so a 1-shot call gathers no support pixels and fits nothing, and with two
     supports the fit starts at step 2 (the answers are those of test_the_discriminant_joins_...)."""
-    import dataclasses
-
     from fss_demo import head
 
     (query, _), supports = square_episode
@@ -549,15 +544,12 @@ def test_the_discriminant_is_worked_out_only_where_its_weight_is_not_zero(tiny_m
             calls[_name] += 1
             return _real(*args)
         monkeypatch.setattr(head, name, counted)
-    before = tiny_model.config
-    tiny_model.config = dataclasses.replace(before, discriminant=0.5, rejudge_first=False)
-    try:
+    with configured(tiny_model, discriminant=0.5, rejudge_first=False):
         tiny_model.segment(query, supports[:1])
         assert calls == {"pixel_statistics": 0, "discriminant_logits": 0}
         tiny_model.segment(query, supports[:2])
         assert calls == {"pixel_statistics": 2, "discriminant_logits": 1}  # step 2's answer only
-    finally:
-        tiny_model.config = before
+
 
 def batch_of_two(tiny_model, query, supports):
     """The square episode's features, twice over: a batch of two samples that are the same episode."""
@@ -627,13 +619,8 @@ def test_runs_that_start_again_in_a_batch_match_each_sample_run_alone(tiny_model
 
 
 def test_rejudging_the_first_support_is_saved_and_off_for_older_configs(tmp_path, tiny_model):
-    import dataclasses
-
-    tiny_model.config = dataclasses.replace(tiny_model.config, rejudge_first=True)
-    try:
+    with configured(tiny_model, rejudge_first=True):
         assert tiny_model.head.rejudge_first
         tiny_model.save_pretrained(tmp_path)
-    finally:
-        tiny_model.config = dataclasses.replace(tiny_model.config, rejudge_first=False)
     assert not tiny_model.head.rejudge_first
     assert_saved_and_off_when_absent(tmp_path, "rejudge_first", True, off=False)
