@@ -89,7 +89,7 @@ def build_demo():
                     gr.Markdown(text.EFFECTS_HELP)
                     panels["effects"] = gr.Markdown("", elem_id="effects")
                 with gr.Column():
-                    gr.Markdown(text.GATES_HELP)
+                    gr.Markdown(text.gates_help(handlers.model.config))
                     panels["gates"] = gr.Image(label="Gates per step", show_label=False,  # a label would cover
                                                elem_id="gates", buttons=["download", "fullscreen"])  # step 1's title
         with gr.Accordion("Does the order of the supports matter?", open=True):

@@ -21,23 +21,44 @@ at that step (after a new start, see the gates' help: on the final mask).
 A bad support should show in both: a dim gate, and little effect or a harmful one.
 """
 
-GATES_HELP = """
+# The gates' help, in parts: the parts on re-judging, self-support and the discriminant are shown only when the
+# loaded model's config switches them on (`gates_help`), so a model loaded through FSS_DEMO_WEIGHTS is described as
+# it runs.
+GATES_INTRO = """
 Each row is one support, in the order given: the support, then the mean over channels of each gate, laid over the
 query. The **admission** is one number per support: how far the model lets it in at all, from how well it agrees
 with the supports already in. It scales the input gate, and at 0 the step changes nothing (the notebooks check this
-by forcing it open). Support 1 has nothing before it to be compared with, so from the third support on the model
+by forcing it open)."""
+
+REJUDGE_HELP = """Support 1 has nothing before it to be compared with, so from the third support on the model
 compares it with each later one: when they let it in at under 0.5 on average, the ConvLSTM starts again from the
 support the others let in most, and judges support 1 like any other. The summary then says so, the rows show the
 gates of that run (each title says at which of its steps the support went in), and "on the object" means on the
-final mask.
+final mask."""
+
+GATES_MEANING = """
 Bright means more open (the colours are stretched to the range the gates use in this run, shared by all steps;
 the means are on a 0..1 scale): the **input gate** lets the new support's evidence into the memory, the **forget
 gate** keeps what earlier supports left there, and the **output gate** decides what of the memory shapes this
 step's prediction. Each step's answer is also corrected towards what the supports found on their own (their 1-shot
-answers, each entering with its admission), where the memory trusts it: an object only one support shows is kept.
-From the second support on, the answer also adds a simple classifier fitted on the supports' own pixels (object
-against background), each support's pixels weighted by its admission: it gets better with every support let in.
-"""
+answers, each entering with its admission), where the memory trusts it: an object only one support shows is kept."""
+
+SELF_SUPPORT_HELP = """Every answer is then refined by the query itself: what it is sure of gives an object and a
+background prototype of the query's own, and pixels like the first gain (other instances of the class in one photo
+look more alike than the class across photos)."""
+
+DISCRIMINANT_HELP = """From the second support on, the answer also adds a simple classifier fitted on the supports'
+own pixels (object against background), each support's pixels weighted by its admission: it gets better with every
+support let in."""
+
+
+def gates_help(config):
+    """The gates' help for a model of this ModelConfig: only the mechanisms it runs."""
+    first = " ".join([GATES_INTRO] + ([REJUDGE_HELP] if config.rejudge_first else []))
+    second = " ".join([GATES_MEANING] + ([SELF_SUPPORT_HELP] if config.self_support > 0 else [])
+                      + ([DISCRIMINANT_HELP] if config.discriminant > 0 else []))
+    return f"{first}\n{second}\n"
+
 
 ORDER_HELP = """
 The ConvLSTM takes the supports one after another, so its answer can depend on their order; the logical OR of the

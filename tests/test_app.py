@@ -4,6 +4,7 @@ gradio_client and a browser: test_app_live.py; the measurements themselves: test
 import dataclasses
 import os
 
+import gradio as gr
 import numpy as np
 import pytest
 from gradio.components.image_editor import EditorData
@@ -11,7 +12,7 @@ from gradio.data_classes import FileData, ImageData
 from gradio.utils import get_upload_folder
 from PIL import Image
 
-from demo import gradio_fixes, handlers, layout, panels
+from demo import gradio_fixes, handlers, layout, panels, text
 from demo.inputs import FIRST_SHOWN, SLOTS, Inputs
 from fss_demo import examples, viz
 
@@ -288,3 +289,19 @@ def test_pictures_go_out_as_whole_jpeg_files_written_once():
     written = os.stat(path).st_mtime_ns
     assert gradio_fixes.as_files(picture) == path and os.stat(path).st_mtime_ns == written  # not rewritten
     assert gradio_fixes.as_files("a summary") == "a summary" and gradio_fixes.as_files(None) is None
+
+
+def test_the_gates_help_describes_only_what_the_loaded_model_runs():
+    """A model loaded through FSS_DEMO_WEIGHTS may run without re-judging or the discriminant, or with self-support:
+    the help says what this config switches on, and nothing it does not."""
+    config = handlers.model.config
+    shown = lambda **settings: text.gates_help(dataclasses.replace(config, **settings))
+    bare = shown(rejudge_first=False, self_support=0.0, discriminant=0.0)
+    assert "admission" in bare and "input gate" in bare
+    assert "starts again" not in bare and "classifier" not in bare and "query itself" not in bare
+    assert "starts again" in shown(rejudge_first=True, self_support=0.0, discriminant=0.0)
+    assert "classifier" in shown(rejudge_first=False, self_support=0.0, discriminant=0.25)
+    assert "query itself" in shown(rejudge_first=False, self_support=0.2, discriminant=0.0)
+    page = layout.build_demo()
+    markdowns = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]
+    assert text.gates_help(config).strip() in markdowns  # Gradio strips a Markdown value
