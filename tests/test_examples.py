@@ -6,6 +6,8 @@ import fss_demo
 from fss_demo.examples import load_example
 from fss_demo.metrics import iou
 
+from .helpers import configured
+
 
 @pytest.fixture(scope="module")
 def bundled():
@@ -41,8 +43,6 @@ def test_a_misplaced_first_support_is_outvoted_by_the_later_ones_and_an_ablation
     later supports re-judge it (ModelConfig.rejudge_first). The run starts again from another support and keeps the
     misplaced one out, and its answer is nearly that of leaving it out; without re-judging, the good supports are
     kept out as disagreeing with it."""
-    import dataclasses
-
     example = load_example("bad_support")
     good = example.supports[:1] + example.supports[2:]
     misplaced_first = example.supports[1:2] + good
@@ -53,11 +53,8 @@ def test_a_misplaced_first_support_is_outvoted_by_the_later_ones_and_an_ablation
     final = lambda s: iou(s.masks[-1], example.truth)
     without = bundled.segment(example.query, good)
     assert final(seg) > final(without) - 0.02
-    bundled.config = dataclasses.replace(bundled.config, rejudge_first=False)
-    try:
+    with configured(bundled, rejudge_first=False):
         never_judged = bundled.segment(example.query, misplaced_first)
-    finally:
-        bundled.config = dataclasses.replace(bundled.config, rejudge_first=True)
     assert never_judged.order == [1, 2, 3, 4, 5]
     # kept out as disagreeing with it: step 3 gains nothing, and the final answer stays below the re-judged one
     assert iou(never_judged.masks[2], example.truth) < iou(seg.masks[2], example.truth) - 0.2

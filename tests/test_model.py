@@ -1,6 +1,4 @@
-import contextlib
 import copy
-import dataclasses
 import pickle
 
 import numpy as np
@@ -9,16 +7,7 @@ import torch
 
 from fss_demo.head import ConvLSTMCell
 
-
-@contextlib.contextmanager
-def configured(model, **settings):
-    """The model with `settings` in its config for the block; its config is put back after."""
-    before = model.config
-    model.config = dataclasses.replace(before, **settings)
-    try:
-        yield model
-    finally:
-        model.config = before
+from .helpers import configured
 
 
 def test_segment_gives_one_mask_per_step_at_query_size(tiny_model, square_episode):
