@@ -110,8 +110,12 @@ class PixelStatistics(NamedTuple):
                                self.supports + weight * other.supports)
 
 
+@torch.autocast("cpu", enabled=False)
+@torch.autocast("cuda", enabled=False)
 def pixel_statistics(features, mask):
-    """A support's PixelStatistics: features (N, C, h, w) from `discriminant_features`, mask (N, 1, H, W)."""
+    """A support's PixelStatistics: features (N, C, h, w) from `discriminant_features`, mask (N, 1, H, W).
+    In float32 even under autocast (training): sums of products in bfloat16 would not make a usable covariance."""
+    features, mask = features.float(), mask.float()
     object_share = resize_mask(mask, features).flatten(1)
     pixel_weights = torch.stack([object_share, 1 - object_share], 1)  # (N, 2, P)
     pixels = features.flatten(2)  # (N, C, P)
@@ -119,6 +123,8 @@ def pixel_statistics(features, mask):
                            pixels @ pixels.transpose(1, 2), features.new_ones(features.shape[0]))
 
 
+@torch.autocast("cpu", enabled=False)
+@torch.autocast("cuda", enabled=False)
 def discriminant_logits(query_features, statistics):
     """Fisher's linear discriminant fitted on `statistics` (object against background, one shared covariance,
     shrunk), read on the query as the log-odds of the object under its two Gaussians: (N, 1, h, w).
@@ -126,6 +132,7 @@ def discriminant_logits(query_features, statistics):
     Why a fitted classifier beside the ConvLSTM: it uses every support pixel, object and background, and gets
     better the more supports there are (its means and covariance are estimated from more pictures), where the
     network's answer levels off after two or three supports on whole objects."""
+    query_features, statistics = query_features.float(), PixelStatistics(*(part.float() for part in statistics))
     weights = statistics.weights.clamp_min(1e-3)
     means = statistics.sums / weights[:, :, None]  # (N, 2, C)
     scatter = statistics.products - torch.einsum("nk,nkc,nkd->ncd", weights, means, means)  # within the classes

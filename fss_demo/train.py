@@ -170,6 +170,9 @@ def parse_arguments(argv=None):
                               help="side of the square network input")
     architecture.add_argument("--cue-blocks", type=int, nargs="*", default=list(model.cue_blocks),
                               help="backbone blocks that give one more cosine cue each (ModelConfig.cue_blocks)")
+    architecture.add_argument("--discriminant", type=float, default=model.discriminant,
+                              help="train with the linear discriminant in the fused answers at this weight "
+                                   "(ModelConfig.discriminant; 0: added after training, if at all)")
     training = parser.add_argument_group("the recipe (TrainConfig; the defaults are the published one's)")
     for name in ("shots", "batch", "iterations", "lr", "weight_decay", "loss_size", "dice_weight",
                  "corrupt_probability", "gate_loss_weight", "one_shot_weight", "seed"):
@@ -197,7 +200,8 @@ def parse_arguments(argv=None):
     recipe = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                             if f.name != "shares"}, shares=shares)
     model = dataclasses.replace(model, backbone=args.backbone, width=args.width, hidden=args.hidden,
-                                input_size=args.input_size, cue_blocks=tuple(args.cue_blocks))
+                                input_size=args.input_size, cue_blocks=tuple(args.cue_blocks),
+                                discriminant=args.discriminant)
     return recipe, model, args
 
 

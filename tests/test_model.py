@@ -505,6 +505,22 @@ def test_the_discriminant_finds_what_looks_like_the_supports_objects():
     assert torch.isfinite(blank_logits).all() and blank_logits.std() == 0
 
 
+def test_the_discriminant_is_fitted_in_float32_under_bfloat16_autocast():
+    """Training runs the head under bfloat16 autocast: the discriminant's sums of products and its fit must still be
+    float32, and give the answer they give without autocast."""
+    from fss_demo.head import discriminant_logits, pixel_statistics
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2, 16, 8, 8, generator=generator)
+    mask = (torch.rand(2, 1, 32, 32, generator=generator) > 0.5).float()
+    plain = discriminant_logits(features, pixel_statistics(features, mask))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        statistics = pixel_statistics(features.bfloat16(), mask)
+        logits = discriminant_logits(features.bfloat16(), statistics)
+    assert statistics.products.dtype == torch.float32 and logits.dtype == torch.float32
+    torch.testing.assert_close(logits, plain, atol=0.05, rtol=0.02)  # the query's features were rounded to bfloat16
+
+
 def test_the_discriminant_joins_from_the_second_support_and_is_saved(tmp_path, tiny_model, square_episode):
     """ModelConfig.discriminant leaves every 1-shot answer (and so the OR) and the first step as they were, changes
     the fused answers from step 2 on, acts at once, is saved, and a config.json without it loads with it off."""

@@ -195,6 +195,18 @@ def test_a_trained_model_carries_its_recipe(labelmap_root, tmp_path):
     assert fss_demo.load_model(str(out / "model")).recipe == saved
 
 
+def test_training_with_the_discriminant_in_the_fused_answers(labelmap_root, tmp_path):
+    """--discriminant trains with the linear discriminant in the fused answers (under bfloat16 autocast, its fit in
+    float32): the head's weights stay finite, and the saved model runs with it at that weight."""
+    out = tmp_path / "run"
+    train.main(["--data", labelmap_root, "--out", str(out), "--cache", str(tmp_path / "cache"), "--input-size", "64",
+                "--width", "16", "--hidden", "16", "--batch", "2", "--shots", "3", "--no-pretrained", "--share",
+                "--iterations", "3", "--discriminant", "0.5"])
+    model = fss_demo.load_model(str(out / "model"))
+    assert model.config.discriminant == 0.5 and model.head.discriminant == 0.5
+    assert all(torch.isfinite(weight).all() for weight in model.head.state_dict().values())
+
+
 def test_training_with_cue_blocks_caches_their_features_apart_and_evaluates(labelmap_root, tmp_path):
     from fss_demo import evaluate
 
