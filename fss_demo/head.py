@@ -132,7 +132,7 @@ def discriminant_logits(query_features, statistics):
     Why a fitted classifier beside the ConvLSTM: it uses every support pixel, object and background, and gets
     better the more supports there are (its means and covariance are estimated from more pictures), where the
     network's answer levels off after two or three supports on whole objects."""
-    query_features, statistics = query_features.float(), PixelStatistics(*(part.float() for part in statistics))
+    query_features = query_features.float()  # statistics are float32 already (pixel_statistics)
     weights = statistics.weights.clamp_min(1e-3)
     means = statistics.sums / weights[:, :, None]  # (N, 2, C)
     scatter = statistics.products - torch.einsum("nk,nkc,nkd->ncd", weights, means, means)  # within the classes
