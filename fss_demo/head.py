@@ -379,12 +379,14 @@ class FusionHead(nn.Module):
     and decodes each step from its hidden state and the gated evidence memory."""
 
     def __init__(self, level_channels, width=64, hidden=64, feature_dropout=0.2, decoder_cue="max", gate_scale=1.0,
-                 gate_shift=0.0, cue_channels=(), self_support=0.0, rejudge_first=False, discriminant=0.0):
+                 gate_shift=0.0, cue_channels=(), self_support=0.0, rejudge_first=False, discriminant=0.0,
+                 self_support_grows=False):
         super().__init__()
         self.decoder_cue = decoder_cue
         self.rejudge_first = rejudge_first  # let later supports outvote the first one (`first_support`)
         self.self_support = self_support  # the weight of `self_support` on every answer, in similarity_scale's units
         self.discriminant = discriminant  # the weight of `discriminant_logits` in the fused answers (see `answer`)
+        self.self_support_grows = self_support_grows  # self-support on the discriminant's schedule (see `answer`)
         # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue map of the backbone
         # (the cue blocks' outputs, ModelConfig.cue_blocks, then any the backbone adds of its own), the query's cosine
         # to the support's object mean there. Mid-level blocks see parts and textures that the three stage outputs
@@ -458,17 +460,19 @@ class FusionHead(nn.Module):
         correction = self.decoder(torch.cat([up, guidance], 1))
         return self.similarity_scale * (similarity - self.similarity_offset) + correction, up
 
-    def answer(self, decoded, found, context, statistics=None):
+    def answer(self, decoded, found, context, statistics=None, let_in=None):
         """The step's logits: the decoder's, corrected towards `found` (the gated maximum of the supports' own
         1-shot logits) where the hidden state says so; plus the linear discriminant fitted on the supports let in
         (`statistics`, their PixelStatistics summed with the admission gate's weights; none for a 1-shot answer);
         then refined by the query's own prototypes (`self_support`). Either is off at weight 0.
-        decoded: (logits, hidden at stride 8) from `decode`; context: the query's QueryContext.
+        decoded: (logits, hidden at stride 8) from `decode`; context: the query's QueryContext; let_in: the
+        supports let in so far (N,), the admissions summed (None: a lone support's answer).
 
         The discriminant's weight is `discriminant` * (1 - 1 / n), n the supports let in (admissions summed): 0 for
         one support, whose discriminant is weak (measured on validation: 7-30 points below the network's 1-shot
         answer on four of five sets), and growing as supports add up, as its worth does (it rises 16-20 points from
-        one support to five, the network's answer 2-9)."""
+        one support to five, the network's answer 2-9). With `self_support_grows`, self-support's weight follows the
+        same schedule: it starts from the answer so far, which is weakest at one support."""
         logits, up = decoded
         logits = logits + self.recall(torch.cat([up, logits, found - logits], 1))
         if self.discriminant and statistics is not None:
@@ -477,7 +481,12 @@ class FusionHead(nn.Module):
                 fitted = F.interpolate(discriminant_logits(context.discriminant_units, statistics),
                                        size=logits.shape[-2:], mode="bilinear", align_corners=False)
                 logits = logits + weight[:, None, None, None] * fitted
-        return self_support(logits, context.prototype_units, self.self_support * self.similarity_scale)
+        refined = self_support(logits, context.prototype_units, self.self_support * self.similarity_scale)
+        if not self.self_support_grows or refined is logits:
+            return refined
+        if let_in is None:  # a lone support
+            return logits
+        return logits + (1 - 1 / let_in.clamp_min(1))[:, None, None, None] * (refined - logits)
 
     def admit(self, passed, memory, query_prototype_units):
         """The admission gate's value for this support (a SupportPass) (N, 1, 1, 1): 1 for a run's first one."""
@@ -600,8 +609,9 @@ class FusionHead(nn.Module):
         if passed.statistics is not None:
             run.statistics = (passed.statistics if run.statistics is None
                               else run.statistics.add(passed.statistics, gates["admission"]))
-        run.answer = self.answer(decoded, run.found, context, run.statistics)
         run.admissions.append(gates["admission"])
+        run.answer = self.answer(decoded, run.found, context, run.statistics,
+                                 let_in=torch.stack(run.admissions).sum(0).flatten())
         if run.trace:
             run.traces.append({name: value.detach() for name, value in gates.items()})
 

@@ -58,6 +58,10 @@ class ModelConfig:
     # Self-support (head.self_support): every answer refined by the query's own prototypes, at this weight in units
     # of the head's similarity scale; training-free, chosen on validation. 0: off (every model before v0.7).
     self_support: float = 0.0
+    # Self-support on the discriminant's schedule: its weight times 1 - 1/(supports let in), so nothing at one
+    # support, whose answer is the weakest start for it. False: at the same weight on every answer (every model
+    # before v0.13).
+    self_support_grows: bool = False
     # Re-judging the first support (head.FusionHead.first_support): from the third support on, the ConvLSTM starts
     # again from another support when the later ones keep support 1 out; chosen after training. False: every model
     # before v0.8.
@@ -182,7 +186,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         self.head = FusionHead(spec.level_channels, self.config.width, self.config.hidden, self.config.feature_dropout,
                                self.config.decoder_cue, self.config.gate_scale, self.config.gate_shift,
                                spec.cue_channels(self.config.cue_blocks), self.config.self_support,
-                               self.config.rejudge_first, self.config.discriminant)
+                               self.config.rejudge_first, self.config.discriminant, self.config.self_support_grows)
         self.licence = None   # the weights' licence (an SPDX-like id, e.g. "cc-by-nc-4.0"), when known
         self.recipe = None  # the recipe that trained them (fss_demo.train.TrainConfig as a dict), when known
         self._empty_caches()
@@ -216,6 +220,7 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
             # at once, as a threshold does
             self.head.decoder_cue, self.head.self_support = config.decoder_cue, config.self_support
             self.head.rejudge_first, self.head.discriminant = config.rejudge_first, config.discriminant
+            self.head.self_support_grows = config.self_support_grows
             self.head.support_gate.scale, self.head.support_gate.shift = config.gate_scale, config.gate_shift
 
     @property

@@ -451,6 +451,25 @@ def test_self_support_acts_on_every_answer_and_is_saved(tmp_path, tiny_model, sq
     assert_saved_and_off_when_absent(tmp_path, "self_support", 0.5, off=0.0)
 
 
+def test_self_support_that_grows_with_the_supports_leaves_a_lone_support_alone(tmp_path, tiny_model, square_episode):
+    """ModelConfig.self_support_grows puts self-support on the discriminant's schedule, weight * (1 - 1/n), n the
+    supports let in: a lone support's answer (step 1, every 1-shot answer) is as without self-support, and later
+    steps lie between the plain answer and the one at the full weight. Saved, and off when absent."""
+    (query, _), supports = square_episode
+    plain = tiny_model.segment(query, supports)
+    full = segmented_with(tiny_model, query, supports, tmp_path, self_support=0.5)
+    grows = segmented_with(tiny_model, query, supports, tmp_path, self_support=0.5, self_support_grows=True)
+    np.testing.assert_allclose(grows.probabilities[0], plain.probabilities[0], atol=1e-6)
+    for alone, before in zip(grows.one_shot_probabilities, plain.one_shot_probabilities):
+        np.testing.assert_allclose(alone, before, atol=1e-6)
+    for step in (1, 2):
+        low = np.minimum(plain.probabilities[step], full.probabilities[step])
+        high = np.maximum(plain.probabilities[step], full.probabilities[step])
+        assert np.all(grows.probabilities[step] >= low - 1e-6) and np.all(grows.probabilities[step] <= high + 1e-6)
+        assert np.abs(grows.probabilities[step] - plain.probabilities[step]).max() > 1e-3
+    assert_saved_and_off_when_absent(tmp_path, "self_support_grows", True, off=False)
+
+
 def segmented_with(model, query, supports, save_to, **settings):
     """model.segment with `settings` in its config, the model then saved into save_to; its config is put back."""
     with configured(model, **settings):
