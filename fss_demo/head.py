@@ -481,11 +481,12 @@ class FusionHead(nn.Module):
                 fitted = F.interpolate(discriminant_logits(context.discriminant_units, statistics),
                                        size=logits.shape[-2:], mode="bilinear", align_corners=False)
                 logits = logits + weight[:, None, None, None] * fitted
-        refined = self_support(logits, context.prototype_units, self.self_support * self.similarity_scale)
-        if not self.self_support_grows or refined is logits:
-            return refined
-        if let_in is None:  # a lone support
+        weight = self.self_support * self.similarity_scale
+        if not self.self_support_grows:
+            return self_support(logits, context.prototype_units, weight)
+        if let_in is None:  # a lone support: nothing on this schedule
             return logits
+        refined = self_support(logits, context.prototype_units, weight)
         return logits + (1 - 1 / let_in.clamp_min(1))[:, None, None, None] * (refined - logits)
 
     def admit(self, passed, memory, query_prototype_units):
