@@ -47,6 +47,11 @@ SELF_SUPPORT_HELP = """Every answer is then refined by the query itself: where i
 background prototype from the query's own pixels, and pixels nearer the object one gain (other instances of the class
 in one photo look more alike than the class across photos)."""
 
+SELF_SUPPORT_GROWS_HELP = """From the second support on, the answer is then refined by the query itself, more with
+every support let in: where it is sure, it takes an object and a background prototype from the query's own pixels,
+and pixels nearer the object one gain (other instances of the class in one photo look more alike than the class
+across photos)."""
+
 DISCRIMINANT_HELP = """From the second support on, the answer also adds a simple classifier fitted on the supports'
 own pixels (object against background), each support's pixels weighted by its admission: it gets better with every
 support let in."""
@@ -55,7 +60,8 @@ support let in."""
 def gates_help(config):
     """The gates' help for a model of this ModelConfig: only the mechanisms it runs."""
     first = " ".join([GATES_INTRO] + ([REJUDGE_HELP] if config.rejudge_first else []))
-    second = " ".join([GATES_MEANING] + ([SELF_SUPPORT_HELP] if config.self_support > 0 else [])
+    self_support = SELF_SUPPORT_GROWS_HELP if config.self_support_grows else SELF_SUPPORT_HELP
+    second = " ".join([GATES_MEANING] + ([self_support] if config.self_support > 0 else [])
                       + ([DISCRIMINANT_HELP] if config.discriminant > 0 else []))
     return f"{first}\n{second}\n"
 

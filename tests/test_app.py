@@ -292,8 +292,8 @@ def test_pictures_go_out_as_whole_jpeg_files_written_once():
 
 
 def test_the_gates_help_describes_only_what_the_loaded_model_runs():
-    """A model loaded through FSS_DEMO_WEIGHTS may run without re-judging or the discriminant, or with self-support:
-    the help says what this config switches on, and nothing it does not."""
+    """A model loaded through FSS_DEMO_WEIGHTS may run without re-judging or the discriminant, or with self-support
+    (on every answer, or growing with the supports): the help says what this config switches on, and nothing else."""
     config = handlers.model.config
     shown = lambda **settings: text.gates_help(dataclasses.replace(config, **settings))
     bare = shown(rejudge_first=False, self_support=0.0, discriminant=0.0)
@@ -302,6 +302,11 @@ def test_the_gates_help_describes_only_what_the_loaded_model_runs():
     assert "starts again" in shown(rejudge_first=True, self_support=0.0, discriminant=0.0)
     assert "classifier" in shown(rejudge_first=False, self_support=0.0, discriminant=0.25)
     assert "query itself" in shown(rejudge_first=False, self_support=0.2, discriminant=0.0)
+    assert "Every answer" in shown(rejudge_first=False, self_support=0.2, discriminant=0.0)
+    growing = shown(rejudge_first=False, self_support=0.2, self_support_grows=True, discriminant=0.0)
+    assert "query itself" in growing and "every support let in" in growing and "Every answer" not in growing
+    assert "query itself" not in shown(rejudge_first=False, self_support=0.0, self_support_grows=True,
+                                       discriminant=0.0)
     page = layout.build_demo()
     markdowns = [block.value for block in page.blocks.values() if isinstance(block, gr.Markdown)]
     assert text.gates_help(config).strip() in markdowns  # Gradio strips a Markdown value
