@@ -43,14 +43,12 @@ gate** keeps what earlier supports left there, and the **output gate** decides w
 step's prediction. Each step's answer is also corrected towards what the supports found on their own (their 1-shot
 answers, each entering with its admission), where the memory trusts it: an object only one support shows is kept."""
 
-SELF_SUPPORT_HELP = """Every answer is then refined by the query itself: where it is sure, it takes an object and a
-background prototype from the query's own pixels, and pixels nearer the object one gain (other instances of the class
-in one photo look more alike than the class across photos)."""
-
-SELF_SUPPORT_GROWS_HELP = """From the second support on, the answer is then refined by the query itself, more with
-every support let in: where it is sure, it takes an object and a background prototype from the query's own pixels,
+SELF_SUPPORT_HOW = """where it is sure, it takes an object and a background prototype from the query's own pixels,
 and pixels nearer the object one gain (other instances of the class in one photo look more alike than the class
 across photos)."""
+SELF_SUPPORT_HELP = "Every answer is then refined by the query itself: " + SELF_SUPPORT_HOW
+SELF_SUPPORT_GROWS_HELP = ("From the second support on, the answer is then refined by the query itself, more with "
+                           "every support let in: " + SELF_SUPPORT_HOW)
 
 DISCRIMINANT_HELP = """From the second support on, the answer also adds a simple classifier fitted on the supports'
 own pixels (object against background), each support's pixels weighted by its admission: it gets better with every
