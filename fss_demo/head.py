@@ -384,7 +384,7 @@ class FusionHead(nn.Module):
         super().__init__()
         self.decoder_cue = decoder_cue
         self.rejudge_first = rejudge_first  # let later supports outvote the first one (`first_support`)
-        self.self_support = self_support  # the weight of `self_support` on every answer, in similarity_scale's units
+        self.self_support = self_support  # the weight of `self_support`, in similarity_scale's units (see `answer`)
         self.discriminant = discriminant  # the weight of `discriminant_logits` in the fused answers (see `answer`)
         self.self_support_grows = self_support_grows  # self-support on the discriminant's schedule (see `answer`)
         # HSNet's many-layer cues (Min et al., ICCV 2021), as prototype cosines: one map per cue map of the backbone
