@@ -405,8 +405,8 @@ class FewShotSegmenter(nn.Module, PyTorchModelHubMixin, library_name="fss-demo",
         prepared = self._prepare_supports(supports)
         context = self.head.read_query(self._query_features(query_image))
         # each run fuses all but one: with two supports, a lone support, whose discriminant pixels go unused
-        passes = [self.head.read_support(context, features, mask, with_statistics=len(prepared) > 2)
-                  for features, mask in prepared]
+        passes = self.head.read_supports(context, [features for features, _ in prepared],
+                                         [mask for _, mask in prepared], with_statistics=len(prepared) > 2)
         answers = []
         for k in range(len(passes)):
             others = passes[:k] + passes[k + 1:]

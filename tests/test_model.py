@@ -44,14 +44,16 @@ def test_what_one_support_finds_reaches_the_fused_answer(tiny_model, square_epis
     (query, _), supports = square_episode
     head = tiny_model.head
     plain = tiny_model.segment(query, supports)
-    real, calls = head.decode, []
+    real, calls = type(head).alone_all, []
 
-    def louder_second_alone(hidden, memory, units):
-        logits, up = real(hidden, memory, units)
+    def louder_second_alone(self, context, passes):
+        real(self, context, passes)
         calls.append(1)
-        return (logits + 5, up) if len(calls) == 3 else (logits, up)  # calls: step 1, step 2, support 2 alone
+        if len(calls) == 1:  # the first call works out supports 2 and 3 alone: make support 2 find more
+            passes[0].alone = (passes[0].alone[0] + 5, passes[0].alone[1])
 
-    monkeypatch.setattr(head, "decode", louder_second_alone)
+    # on the class: patching the instance would leave a bound method on it after the test
+    monkeypatch.setattr(type(head), "alone_all", louder_second_alone)
     changed = tiny_model.segment(query, supports)
     np.testing.assert_allclose(changed.probabilities[0], plain.probabilities[0], atol=1e-6)
     assert all(np.abs(changed.probabilities[k] - plain.probabilities[k]).max() > 1e-3 for k in (1, 2))
@@ -314,15 +316,16 @@ def test_leave_one_out_works_out_each_supports_order_free_part_once(tiny_model, 
     from fss_demo.head import FusionHead
 
     (query, _), supports = square_episode
-    calls = {"read_support": 0, "alone": 0}
+    calls = {"read_supports": 0, "alone_all": 0}
     for name in calls:
         real = getattr(FusionHead, name)
-        def counted(self, *args, _real=real, _name=name, **kwargs):
-            calls[_name] += 1 if _name == "read_support" or args[-1].alone is None else 0
-            return _real(self, *args, **kwargs)
+        def counted(self, context, passes_or_supports, *args, _real=real, _name=name, **kwargs):
+            # supports read, or passes worked out alone (those with no answer alone yet)
+            calls[_name] += sum(1 for p in passes_or_supports if _name == "read_supports" or p.alone is None)
+            return _real(self, context, passes_or_supports, *args, **kwargs)
         monkeypatch.setattr(FusionHead, name, counted)
     tiny_model.leave_one_out(query, supports)
-    assert calls == {"read_support": 3, "alone": 2}
+    assert calls == {"read_supports": 3, "alone_all": 2}
 
 
 def test_agreement_reads_the_mask_means_of_the_remembered_similarity_map():
@@ -565,7 +568,7 @@ def test_the_discriminant_is_worked_out_only_where_its_weight_is_not_zero(tiny_m
     for name in calls:
         real = getattr(head, name)
         def counted(*args, _real=real, _name=name):
-            calls[_name] += 1
+            calls[_name] += len(args[0])  # samples: the supports are read as one batch
             return _real(*args)
         monkeypatch.setattr(head, name, counted)
     with configured(tiny_model, discriminant=0.5, rejudge_first=False):
