@@ -188,8 +188,9 @@ def test_the_defaults_are_the_published_recipe(tmp_path):
     # calibration, self-support, re-judging the first support, the discriminant and the thresholds (the prototype
     # baseline's too)
     published_config = fss_demo.load_model().config
-    chosen_after = dict(gate_scale=1.0, gate_shift=0.0, self_support=0.0, rejudge_first=False, discriminant=0.0,
-                        threshold=ModelConfig().threshold, prototype_threshold=ModelConfig().prototype_threshold)
+    chosen_after = dict(gate_scale=1.0, gate_shift=0.0, self_support=0.0, self_support_grows=False,
+                        rejudge_first=False, discriminant=0.0, threshold=ModelConfig().threshold,
+                        prototype_threshold=ModelConfig().prototype_threshold)
     assert dataclasses.replace(published_config, **chosen_after) == model_config
     recipe, _, _ = train.parse_arguments(["--data", "a", "--out", "b", "--share", "--no-bf16", "--iterations", "7"])
     assert recipe.shares == {} and not recipe.bf16 and recipe.iterations == 7
