@@ -102,19 +102,17 @@ class PixelStatistics(NamedTuple):
     """What Fisher's linear discriminant needs of some supports' pixels: for the object (index 0) and the background
     (1), the pixels' weights summed (N, 2) and their features summed (N, 2, C); the outer products of all pixels'
     features summed (N, C, C) (a pixel's two weights add up to 1, so the two classes' products need not be kept
-    apart); and how many supports went in (N,). Sums, so supports add up, each weighted by its admission."""
+    apart). Sums, so supports add up, each weighted by its admission."""
     weights: torch.Tensor
     sums: torch.Tensor
     products: torch.Tensor
-    supports: torch.Tensor
 
     def add(self, other, weight):
         """These statistics plus `other`'s, weighted by (N, 1, 1, 1) (the admission gate's value)."""
         weight = weight.flatten()
         return PixelStatistics(self.weights + weight[:, None] * other.weights,
                                self.sums + weight[:, None, None] * other.sums,
-                               self.products + weight[:, None, None] * other.products,
-                               self.supports + weight * other.supports)
+                               self.products + weight[:, None, None] * other.products)
 
 
 @torch.autocast("cpu", enabled=False)
@@ -127,7 +125,7 @@ def pixel_statistics(features, mask):
     pixel_weights = torch.stack([object_share, 1 - object_share], 1)  # (N, 2, P)
     pixels = features.flatten(2)  # (N, C, P)
     return PixelStatistics(pixel_weights.sum(2), torch.bmm(pixel_weights, pixels.transpose(1, 2)),
-                           pixels @ pixels.transpose(1, 2), features.new_ones(features.shape[0]))
+                           pixels @ pixels.transpose(1, 2))
 
 
 @torch.autocast("cpu", enabled=False)
@@ -482,19 +480,20 @@ class FusionHead(nn.Module):
         same schedule: it starts from the answer so far, which is weakest at one support."""
         logits, up = decoded
         logits = logits + self.recall(torch.cat([up, logits, found - logits], 1))
-        if self.discriminant and statistics is not None:
-            weight = self.discriminant * (1 - 1 / statistics.supports.clamp_min(1))
+        # the schedule, 1 - 1/n: nothing for a lone support (no let_in) or one let in, more as supports add up
+        growth = None if let_in is None else (1 - 1 / let_in.clamp_min(1))[:, None, None, None]
+        if self.discriminant and statistics is not None:  # statistics come with let_in (FusionHead.run_step)
+            weight = self.discriminant * growth
             if bool(weight.any()):  # 0 for one support, or with the others kept out: no fit needed
                 fitted = F.interpolate(discriminant_logits(context.discriminant_units, statistics),
                                        size=logits.shape[-2:], mode="bilinear", align_corners=False)
-                logits = logits + weight[:, None, None, None] * fitted
+                logits = logits + weight * fitted
         weight = self.self_support * self.similarity_scale
         if not self.self_support_grows:
             return self_support(logits, context.prototype_units, weight)
-        if let_in is None:  # a lone support: nothing on this schedule
+        if growth is None:
             return logits
-        refined = self_support(logits, context.prototype_units, weight)
-        return logits + (1 - 1 / let_in.clamp_min(1))[:, None, None, None] * (refined - logits)
+        return logits + growth * (self_support(logits, context.prototype_units, weight) - logits)
 
     def admit(self, passed, memory, query_prototype_units):
         """The admission gate's value for this support (a SupportPass) (N, 1, 1, 1): 1 for a run's first one."""
@@ -537,7 +536,8 @@ class FusionHead(nn.Module):
             return []
         support = [torch.cat(levels) for levels in zip(*supports)]
         mask = torch.cat(list(masks))
-        context = widened(context, len(supports))
+        # what reading a support needs of the query: not its discriminant features, read on the query alone later
+        context = widened(context._replace(discriminant_units=None), len(supports))
         summary = summarise_support(support, mask)
         evidence, level_masks = self.evidence(context.units, context.prototype_units, support, mask,
                                               summary.prototypes[0])
@@ -559,9 +559,9 @@ class FusionHead(nn.Module):
         if not missing:
             return
         joined = join_passes(missing)
-        wide = widened(context, len(missing))
-        state, memory, _ = self.step(joined, None, None, wide.prototype_units)
-        answers = self.decode(state[0], memory, wide.prototype_units)
+        units = widened(context.prototype_units, len(missing))  # all that a first step and its decoding read
+        state, memory, _ = self.step(joined, None, None, units)
+        answers = self.decode(state[0], memory, units)
         for passed, logits, hidden in zip(missing, *(part.chunk(len(missing)) for part in answers)):
             passed.alone = (logits, hidden)
 
@@ -714,6 +714,8 @@ PASS_PARTS = ("evidence", "x", "summary", "statistics", "alone")
 
 def join_passes(passes):
     """K SupportPasses (each of N samples) -> one of K * N, support-major (see `read_supports`)."""
+    if len(passes) == 1:
+        return passes[0]
     concatenated = lambda *values: torch.cat(values)
     return SupportPass(*(tree_map(concatenated, *(getattr(p, part) for p in passes)) for part in PASS_PARTS))
 
@@ -725,7 +727,8 @@ def split_pass(passed, k):
 
 
 def widened(context, k):
-    """A QueryContext of N samples repeated K times along the batch, beside K supports joined (`join_passes`)."""
+    """A QueryContext (or a part of one) of N samples repeated K times along the batch, beside K supports joined
+    (`join_passes`)."""
     return context if k == 1 else tree_map(lambda value: value.repeat(k, *[1] * (value.dim() - 1)), context)
 
 

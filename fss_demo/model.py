@@ -60,7 +60,7 @@ class ModelConfig:
     self_support: float = 0.0
     # Self-support on the discriminant's schedule: its weight times 1 - 1/(supports let in), so nothing at one
     # support, whose answer is the weakest start for it. False: at the same weight on every answer (every model
-    # published so far).
+    # before v0.13).
     self_support_grows: bool = False
     # Re-judging the first support (head.FusionHead.first_support): from the third support on, the ConvLSTM starts
     # again from another support when the later ones keep support 1 out; chosen after training. False: every model
