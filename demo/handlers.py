@@ -153,7 +153,7 @@ def segment(query, supports, masks, query_mask=None):
     Args:
         query: The photo in which to find the object.
         supports: 1 to 10 support photos, in the order the ConvLSTM takes them.
-        masks: One mask per support photo, in the same order; white (or any nonzero value) marks the object.
+        masks: One mask per support photo, in the same order; white (or 1 in a 0/1 mask) marks the object.
         query_mask: Optional. The query's true mask, to score every step (IoU).
 
     Returns:

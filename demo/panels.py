@@ -79,8 +79,8 @@ def gate_picture(episode, seg):
         # behind the final mask, and the title says at which of its steps each support went in
         step = f"Step {k} (support {number})" if seg.order == sorted(seg.order) else \
             f"Support {number} (step {seg.order.index(k) + 1} of the run behind the final mask)"
-        title = (f"{step}: admission {seg.admissions[k - 1]:.2f}; input gate {inside:.2f} on the object, "
-                 f"{outside:.2f} elsewhere")
+        title = (f"{step}: admission {seg.admissions[k - 1]:.2f}; input gate {formatted(inside, '{:.2f}')} on the "
+                 f"object, {formatted(outside, '{:.2f}')} elsewhere")
         strips.append(viz.gate_strip(episode.query, image, mask, gates, title=title, ranges=ranges, captions=k == 1))
     return viz.stack_rows(strips)
 

@@ -8,7 +8,7 @@ Hu et al., AAAI 2019), so you see the prediction **after each support**, next to
 supports' separate 1-shot predictions. Supports are shown with their mask in red, predictions in blue.
 
 **How to:** pick an example below, or upload photos and paint the object with the brush (or upload a mask under
-the photo: white or any nonzero value = object). Paint the true object on the query too (or upload its mask) if you
+the photo: white = object; a 0/1 mask works too). Paint the true object on the query too (or upload its mask) if you
 want each step scored (IoU).
 """
 

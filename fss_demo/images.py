@@ -324,8 +324,9 @@ def _mask_values(array, what):
     return _object(array, what)
 
 
-def _pil_mask_array(mask, what):
-    """A numpy mask array (or an already binary bool array) from a loaded PIL image."""
+def _pil_mask_array(mask, what, from_file):
+    """A numpy mask array (or an already binary bool array) from a loaded PIL image; `from_file`: it was read from
+    a file (asked before `_upright`, whose copy forgets the file's format)."""
     mode = mask.mode
     if mode == "P" and "transparency" not in mask.info:
         palette = mask.getpalette() or []
@@ -334,7 +335,7 @@ def _pil_mask_array(mask, what):
             return indices != 0  # a label map: index 0 (black) is the background
         # index 0 is not black, so this is a palettised picture rather than a label map: read its colours
         mode, mask = "RGB", mask.convert("RGB")
-    if mode == "I" and mask.format is not None:  # a 16-bit greyscale file, read by PIL as 32-bit integers
+    if mode == "I" and from_file:  # a 16-bit greyscale file, read by PIL as 32-bit integers
         return _eight_bit_twin(np.asarray(mask), what, sixteen_bit=True)
     if mode in ("1", "L", "RGB", "RGBA", "F", "I") or mode in _SIXTEEN_BIT_MODES:
         return np.asarray(mask)
@@ -393,7 +394,7 @@ def load_mask(source, size=None, what="mask"):
     mask = _open(source, what)
     if isinstance(mask, Image.Image):
         _check_size(mask.height, mask.width, what)
-        array = _pil_mask_array(_upright(mask, what), what)
+        array = _pil_mask_array(_upright(mask, what), what, from_file=mask.format is not None)
     else:
         array = mask
         shape = tuple(array.shape)

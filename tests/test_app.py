@@ -200,6 +200,20 @@ def bad_support_run():
     return run
 
 
+def test_the_gate_titles_read_a_dash_where_nothing_was_found(bad_support_run, monkeypatch):
+    """A step whose mask is empty has no object to average the input gate on: its title says "–", not "nan"."""
+    from fss_demo import analysis
+
+    episode = bad_support_run.episode
+    _, seg = analysis.Episode.run(handlers.model, episode.query, episode.supports, episode.numbers)
+    nothing = dataclasses.replace(seg, masks=[np.zeros_like(mask) for mask in seg.masks])
+    titles = []
+    monkeypatch.setattr(viz, "gate_strip", lambda *args, title, **options: titles.append(title) or np.zeros((4, 4, 3)))
+    monkeypatch.setattr(viz, "stack_rows", lambda strips: strips[0])
+    panels.gate_picture(episode, nothing)
+    assert len(titles) == 5 and all("nan" not in title and "input gate – on the object" in title for title in titles)
+
+
 def test_the_order_control_says_what_it_needs(bad_support_run):
     import gradio as gr
 

@@ -312,10 +312,11 @@ def test_integer_masks_answer_as_their_8_bit_twins(dtype, picture, tmp_path):
 
     expected = answer(eight_bit)
     assert answer(wide) == expected
-    if dtype == "uint16":  # and as a 16-bit PNG file, which PIL reads as 32-bit integers
-        Image.fromarray(wide).save(tmp_path / "deep.png")
-        assert Image.open(tmp_path / "deep.png").mode in ("I", "I;16")
-        assert answer(str(tmp_path / "deep.png")) == expected
+    if dtype == "uint16":  # and as 16-bit files: PNG (read as "I;16" or "I"), PGM (read as 32-bit integers, "I")
+        for name, modes in [("deep.png", ("I", "I;16")), ("deep.pgm", ("I",))]:
+            Image.fromarray(wide).save(tmp_path / name)
+            assert Image.open(tmp_path / name).mode in modes
+            assert answer(str(tmp_path / name)) == expected
     if picture == "dark-grey-background":  # refused: grey 20 with 255 reads as a label map with a 'void' border
         assert isinstance(expected, str) and "it looks like a label map" in expected
 
