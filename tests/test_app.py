@@ -14,7 +14,7 @@ from PIL import Image
 
 from demo import gradio_fixes, handlers, layout, panels, text
 from demo.inputs import FIRST_SHOWN, SLOTS, Inputs
-from fss_demo import examples, viz
+from fss_demo import analysis, examples, viz
 
 BAD_FILES = {  # file name -> contents that no image reader accepts
     "text.jpg": b"this is not a picture",
@@ -202,8 +202,6 @@ def bad_support_run():
 
 def test_the_gate_titles_read_a_dash_where_nothing_was_found(bad_support_run, monkeypatch):
     """A step whose mask is empty has no object to average the input gate on: its title says "–", not "nan"."""
-    from fss_demo import analysis
-
     episode = bad_support_run.episode
     _, seg = analysis.Episode.run(handlers.model, episode.query, episode.supports, episode.numbers)
     nothing = dataclasses.replace(seg, masks=[np.zeros_like(mask) for mask in seg.masks])
