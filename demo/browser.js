@@ -9,7 +9,8 @@
 
   // Image editors (by element id) whose last chosen file the browser could not decode: the editor drops such a file
   // and would send no photo at all ("has a mask but no image"); Run sends the file itself, so the server can say
-  // what it is. Cleared when a file decodes, or when the page is cleared or an example loaded.
+  // what it is. Forgotten when a file decodes, when the editor's own Clear canvas is pressed (forget), or when the
+  // page is cleared or an example loaded.
   const unreadable = {};
   document.addEventListener("change", async (event) => {
     const input = event.target;
@@ -25,6 +26,11 @@
   }, true);
 
   window.fssDemo = {
+    // The editor's Clear canvas (its clear event): the person took the file away, so Run must not send it.
+    forget(id) {
+      delete unreadable[id];
+    },
+
     // FileData (as_file_data) with the address the browser fetches it from
     withUrls(value) {
       const root = window.gradio_config.root.replace(/\/+$/, "");

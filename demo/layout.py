@@ -136,6 +136,8 @@ def build_demo():
                          show_progress_on=panels["order"], **model_event, **page_only)
         api_button.click(handlers.segment, api_inputs, api_outputs, api_name="segment", **model_event)
 
+        for editor in editors + [query]:
+            editor.clear(None, js=f"() => window.fssDemo.forget({json.dumps(editor.elem_id)})")
         add.click(None, count, columns + [count, add], js=f"(count) => window.fssDemo.addSupport(count, {SLOTS})")
         cleared = [None] * len(page.values()) + [getattr(Answer(), name) for name in PANELS] + [""]
         clear.click(None, count, page.values() + outputs(PANELS) + [story] + columns + [count, add],

@@ -155,3 +155,25 @@ def test_a_file_that_is_no_picture_is_named_when_run(page, tmp_path):
     expect(summary).to_be_visible()
     expect(page.get_by_text("Support 1's image: 'notes.txt' is not an image file that can be read").first
            ).to_be_visible()
+
+
+@needs_chromium
+def test_a_file_that_is_no_picture_is_forgotten_when_its_editor_is_cleared(page, tmp_path):
+    """A file the editor could not show, then taken away with the editor's own Clear canvas: Run no longer sends it,
+    so the page does not name a file the person removed; the good support runs."""
+    from playwright.sync_api import expect
+
+    photos, masks, files = example("good")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    page.locator("#support-editor-1 input[type=file]").set_input_files(str(notes))
+    page.wait_for_timeout(1000)
+    page.locator("#support-editor-1 button[aria-label='Clear canvas']").click()
+    page.locator("#support-editor-2 input[type=file]").set_input_files(photos[1])
+    page.locator("#support-mask-2 input[type=file]").set_input_files(masks[1])
+    page.locator("#query input[type=file]").set_input_files(files.query)
+    page.wait_for_timeout(2000)  # the editors draw their pictures
+    page.locator("#run").click()
+    expect(page.locator("#convlstm img")).to_have_count(1, timeout=60_000)
+    expect(page.get_by_text("Ran 1 support(s): 2.")).to_be_visible()
+    expect(page.get_by_text("notes.txt")).to_have_count(0)
