@@ -4,10 +4,11 @@ Every problem becomes a `ValueError` whose message starts with what was being re
 the problem and says what was expected. What is unambiguous is accepted; what could be read in two ways is refused
 rather than guessed (a guess would give a silently wrong segmentation).
 """
+import math
 import os
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 # Side the network sees (as in the paper); any photo is squashed to it and the prediction resized back.
 NETWORK_SIZE = 320
@@ -39,8 +40,19 @@ def _bomb_limit():
     return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else float("inf")
 
 
-def _open(source, what):
-    """A loaded PIL image or a numpy array; files that cannot be read become ValueErrors naming `what`."""
+def _decode_smaller(image, side):
+    """Have a JPEG at least twice `side` on its longer side decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's
+    reduced decoding), still at least `side`: it is shrunk to `side` anyway, and a 178-MP photo decoded whole took
+    5.5-9 s and 2.4 GB (session 41). Other formats have no such decoding."""
+    scale = side / max(image.size)
+    if image.format == "JPEG" and scale <= 0.5:
+        image.info["stored_size"] = image.size  # the photo's own size, which the answer comes back at
+        image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
+
+
+def _open(source, what, decode_side=None):
+    """A loaded PIL image or a numpy array; files that cannot be read become ValueErrors naming `what`. A JPEG file
+    may be decoded smaller, down to `decode_side` on its longer side (`_decode_smaller`)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
@@ -49,6 +61,8 @@ def _open(source, what):
         # DecompressionBombError is no OSError: it gets its own clause (raised by open() as well as by load()).
         try:
             image = Image.open(path)
+            if decode_side:
+                _decode_smaller(image, decode_side)
             image.load()
         except Image.DecompressionBombError:
             raise _too_large(what, name) from None
@@ -87,6 +101,14 @@ def _upright(image, what):
     except Exception as error:  # a malformed EXIF block: refuse rather than guess the orientation
         raise ValueError(f"{what}: its EXIF orientation could not be read ({error}); "
                          f"expected a picture with valid or no EXIF data") from None
+
+
+def _own_size(image):
+    """(H, W) of a PIL image as viewers show it (EXIF rotation applied), at its size as stored in its file even if
+    it was decoded smaller. Asked after `_upright`, which reads the EXIF data first and refuses it if malformed."""
+    width, height = image.info.get("stored_size", image.size)
+    turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # transposed or rotated by 90 degrees
+    return (width, height) if turned else (height, width)
 
 
 def _native(array):
@@ -166,11 +188,11 @@ def load_image(source, what="image"):
 
 def load_image_with_size(source, what="image"):
     """`load_image`, and the (H, W) of the picture before it was shrunk to MAX_SIDE (its own size, upright)."""
-    image = _open(source, what)
+    image = _open(source, what, decode_side=MAX_SIDE)
     if isinstance(image, Image.Image):
         _check_size(image.height, image.width, what)
         from_file = image.format is not None
-        image = _upright(image, what)
+        image, own_size = _upright(image, what), _own_size(image)
         if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
             # 16-bit greyscale files (PIL reads some as 32-bit "I"), float or integer greyscale
             sixteen_bit = image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and from_file)
@@ -195,7 +217,8 @@ def load_image_with_size(source, what="image"):
             array = np.repeat(array, 3, axis=2)
         elif shape[2] == 4:  # as for PIL images: transparent parts onto white
             array = np.asarray(_flatten_alpha(Image.fromarray(np.ascontiguousarray(array), "RGBA")))
-    return fit(np.ascontiguousarray(array), MAX_SIDE), tuple(array.shape[:2])
+        own_size = tuple(array.shape[:2])
+    return fit(np.ascontiguousarray(array), MAX_SIDE), own_size
 
 
 def fit(array, side, enlarge=False):

@@ -2,7 +2,7 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from fss_demo import images
 
@@ -107,6 +107,28 @@ def test_exif_rotation_is_applied(tmp_path, orientation, turns):
 def test_huge_images_are_shrunk():
     huge = np.zeros((3000, 5000, 3), np.uint8)
     assert max(images.load_image(huge).shape[:2]) == images.MAX_SIDE
+
+
+def big_photo(height, width):
+    """A smooth picture (a small random one enlarged), so that JPEG keeps it close."""
+    small = np.random.default_rng(0).integers(0, 256, (height // 64, width // 64, 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR))
+
+
+@pytest.mark.parametrize("orientation, turns", [(1, 0), (6, -1)])
+def test_a_jpeg_over_twice_the_largest_side_is_decoded_smaller_with_its_own_size_kept(
+        tmp_path, monkeypatch, orientation, turns):
+    stored = big_photo(2000, 4200)
+    path = with_orientation(stored, orientation, tmp_path / "big.jpg")
+    decoded = []  # what was shrunk to MAX_SIDE: the picture as the JPEG decoder gave it
+    fit = images.fit
+    monkeypatch.setattr(images, "fit", lambda array, side, **kw: decoded.append(array.shape) or fit(array, side, **kw))
+    loaded, own_size = images.load_image_with_size(path)
+    shown = np.rot90(stored, turns)
+    assert own_size == shown.shape[:2]  # the answer comes back at the photo's own size
+    assert max(decoded[0][:2]) == 2100  # decoded at half its size, still over MAX_SIDE
+    expected = images.fit(np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")), images.MAX_SIDE)
+    assert loaded.shape == expected.shape and np.abs(loaded.astype(int) - expected).mean() < 1
 
 
 # ---------------------------------------------------------------------------------------------------------------
