@@ -4,8 +4,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from fss_demo import images, viz
+from fss_demo import viz
 from fss_demo.analysis import Episode, gate_masks, standout
 
 SHOW_SIDE = 360   # longest side of the pictures the app sends back
@@ -147,8 +148,13 @@ def run_picture(episode):
 
 
 def mask_picture(mask, size=None):
-    """White on black, what image tools and this app read as a mask; at `size` (the photo's own) if given."""
-    return (mask if size is None else images.resize_mask(mask, size)).astype(np.uint8) * 255
+    """White on black, what image tools and this app read as a mask; at `size` (the photo's own) if given. Made
+    white on black before it is enlarged (nearest, as `fss_demo.images.resize_mask`): the same picture, in a third
+    to two thirds of the time at 48 MP (session 41)."""
+    picture = mask.astype(np.uint8) * 255
+    if size is None or picture.shape == tuple(size):
+        return picture
+    return np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.NEAREST))
 
 
 def order_pictures(episode, change):

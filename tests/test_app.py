@@ -14,7 +14,7 @@ from PIL import Image
 
 from demo import gradio_fixes, handlers, layout, panels, text
 from demo.inputs import FIRST_SHOWN, SLOTS, Inputs
-from fss_demo import analysis, examples, viz
+from fss_demo import analysis, examples, images, viz
 
 BAD_FILES = {  # file name -> contents that no image reader accepts
     "text.jpg": b"this is not a picture",
@@ -245,7 +245,9 @@ def test_the_downloaded_mask_of_a_photo_over_2048_pixels_is_at_its_own_size(save
                                                save("big.png", big)))
     assert run.size == (1950, 2600) and run.episode.query.shape[:2] == (1536, 2048)  # worked on at 2048
     _, mask_download, _ = handlers.measure(run)
-    assert Image.open(mask_download["value"]).size == (2600, 1950)
+    downloaded = np.asarray(Image.open(mask_download["value"]))
+    assert downloaded.shape == (1950, 2600) and set(np.unique(downloaded)) <= {0, 255}
+    np.testing.assert_array_equal(downloaded > 127, images.resize_mask(run.episode.masks[-1], (1950, 2600)))
 
 
 def test_the_picture_of_a_one_support_run_is_wide_enough_for_its_titles(bad_support_run):
