@@ -8,7 +8,7 @@ import math
 import os
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, JpegImagePlugin
 
 # Side the network sees (as in the paper); any photo is squashed to it and the prediction resized back.
 NETWORK_SIZE = 320
@@ -45,7 +45,7 @@ def _decode_smaller(image, side):
     reduced decoding), still at least `side`: it is shrunk to `side` anyway, and a 178-MP photo decoded whole took
     5.5-9 s and 2.4 GB (session 41). Other formats have no such decoding."""
     scale = side / max(image.size)
-    if image.format == "JPEG" and scale <= 0.5:
+    if isinstance(image, JpegImagePlugin.JpegImageFile) and scale <= 0.5:  # MPO (phones' JPEGs) included
         image.info["stored_size"] = image.size  # the photo's own size, which the answer comes back at
         image.draft(None, (math.ceil(image.width * scale), math.ceil(image.height * scale)))
 
@@ -104,8 +104,9 @@ def _upright(image, what):
 
 
 def _own_size(image):
-    """(H, W) of a PIL image as viewers show it (EXIF rotation applied), at its size as stored in its file even if
-    it was decoded smaller. Asked after `_upright`, which reads the EXIF data first and refuses it if malformed."""
+    """(H, W) of a PIL image as opened (its EXIF orientation tag still there, which `_upright`'s copy has not) as
+    viewers show it, at its size as stored in its file even if it was decoded smaller. Asked once `_upright` has
+    read the same EXIF data (it refuses malformed data with a message)."""
     width, height = image.info.get("stored_size", image.size)
     turned = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)  # transposed or rotated by 90 degrees
     return (width, height) if turned else (height, width)
@@ -192,7 +193,9 @@ def load_image_with_size(source, what="image"):
     if isinstance(image, Image.Image):
         _check_size(image.height, image.width, what)
         from_file = image.format is not None
-        image, own_size = _upright(image, what), _own_size(image)
+        upright = _upright(image, what)  # first: it refuses malformed EXIF data with a message
+        own_size = _own_size(image)
+        image = upright
         if image.mode in _SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
             # 16-bit greyscale files (PIL reads some as 32-bit "I"), float or integer greyscale
             sixteen_bit = image.mode in _SIXTEEN_BIT_MODES or (image.mode == "I" and from_file)
@@ -218,17 +221,20 @@ def load_image_with_size(source, what="image"):
         elif shape[2] == 4:  # as for PIL images: transparent parts onto white
             array = np.asarray(_flatten_alpha(Image.fromarray(np.ascontiguousarray(array), "RGBA")))
         own_size = tuple(array.shape[:2])
-    return fit(np.ascontiguousarray(array), MAX_SIDE), own_size
+    return fit(np.ascontiguousarray(array), MAX_SIDE, own_size=own_size), own_size
 
 
-def fit(array, side, enlarge=False):
+def fit(array, side, enlarge=False, own_size=None):
     """Resize an image (H, W, 3) or a bool mask (H, W), keeping its aspect, so that its longer side is `side`;
-    only shrinks unless `enlarge`. Masks are resized nearest, images bilinear."""
-    height, width = array.shape[:2]
-    if max(height, width) == side or (max(height, width) < side and not enlarge):
+    only shrinks unless `enlarge`. Masks are resized nearest, images bilinear. `own_size`: the (H, W) of the picture
+    that the array was decoded smaller from, if it was; the result then has the size the whole picture would get."""
+    height, width = own_size or array.shape[:2]
+    size = (height, width)
+    if max(height, width) > side or (max(height, width) < side and enlarge):
+        scale = side / max(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if size == array.shape[:2]:
         return array
-    scale = side / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
     if array.dtype == np.bool_:
         return resize_mask(array, size)
     return np.asarray(Image.fromarray(array).resize(size[::-1], Image.BILINEAR))

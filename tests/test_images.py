@@ -115,11 +115,19 @@ def big_photo(height, width):
     return np.asarray(Image.fromarray(small).resize((width, height), Image.BILINEAR))
 
 
-@pytest.mark.parametrize("orientation, turns", [(1, 0), (6, -1)])
+def as_mpo(array, path):
+    """Save `array` as an MPO, the JPEG with more pictures in it that phones write (PIL opens it as format MPO)."""
+    picture = Image.fromarray(array)
+    picture.save(path, "MPO", save_all=True, append_images=[picture.resize((64, 32))], quality=95)
+    return str(path)
+
+
+@pytest.mark.parametrize("orientation, turns, save", [(1, 0, with_orientation), (6, -1, with_orientation),
+                                                      (1, 0, lambda array, _, path: as_mpo(array, path))])
 def test_a_jpeg_over_twice_the_largest_side_is_decoded_smaller_with_its_own_size_kept(
-        tmp_path, monkeypatch, orientation, turns):
+        tmp_path, monkeypatch, orientation, turns, save):
     stored = big_photo(2000, 4200)
-    path = with_orientation(stored, orientation, tmp_path / "big.jpg")
+    path = save(stored, orientation, tmp_path / "big.jpg")
     decoded = []  # what was shrunk to MAX_SIDE: the picture as the JPEG decoder gave it
     fit = images.fit
     monkeypatch.setattr(images, "fit", lambda array, side, **kw: decoded.append(array.shape) or fit(array, side, **kw))
@@ -129,6 +137,20 @@ def test_a_jpeg_over_twice_the_largest_side_is_decoded_smaller_with_its_own_size
     assert max(decoded[0][:2]) == 2100  # decoded at half its size, still over MAX_SIDE
     expected = images.fit(np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")), images.MAX_SIDE)
     assert loaded.shape == expected.shape and np.abs(loaded.astype(int) - expected).mean() < 1
+
+
+def test_a_thin_jpeg_decoded_smaller_works_at_the_size_of_the_whole_picture(tmp_path):
+    """The size of a picture decoded smaller is rounded up (8240x173 at 1/4: 2060x44); it is still worked on at the
+    size the whole picture gets (2048x43), so that its own mask's aspect check holds."""
+    stored = big_photo(192, 8240)[:173]
+    path = str(tmp_path / "strip.jpg")
+    Image.fromarray(stored).save(path, quality=95)
+    mask = np.zeros((173, 8240), np.uint8)
+    mask[40:120, 1000:5000] = 255
+    mask_path = str(tmp_path / "strip_mask.png")
+    Image.fromarray(mask).save(mask_path)
+    image, loaded_mask = images.load_support(path, mask_path, 1)
+    assert image.shape[:2] == loaded_mask.shape == (43, 2048)
 
 
 # ---------------------------------------------------------------------------------------------------------------
