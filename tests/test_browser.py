@@ -134,10 +134,9 @@ def test_browser_and_client_agree_on_an_exif_rotated_query(server, page, tmp_pat
     assert min(from_client) > 40  # and the scores are those of a mask on the upright picture
 
 
-@needs_chromium
-def test_a_file_that_is_no_picture_is_named_when_run(page, tmp_path):
-    """The editor cannot show a text file and drops it; Run still names it and says what it is, and the good
-    support runs."""
+def run_with_a_text_file_in_support_1(page, tmp_path, then=lambda: None):
+    """Support 1 gets a text file (and a mask), `then` runs, support 2 and the query get the good example's pictures;
+    Run, and wait for the one support that can run."""
     from playwright.sync_api import expect
 
     photos, masks, files = example("good")
@@ -145,14 +144,24 @@ def test_a_file_that_is_no_picture_is_named_when_run(page, tmp_path):
     notes.write_text("not a picture")
     page.locator("#support-editor-1 input[type=file]").set_input_files(str(notes))
     page.locator("#support-mask-1 input[type=file]").set_input_files(masks[0])
+    page.wait_for_timeout(1000)  # the browser tries to decode it
+    then()
     page.locator("#support-editor-2 input[type=file]").set_input_files(photos[1])
     page.locator("#support-mask-2 input[type=file]").set_input_files(masks[1])
     page.locator("#query input[type=file]").set_input_files(files.query)
     page.wait_for_timeout(2000)  # the editors draw their pictures
     page.locator("#run").click()
     expect(page.locator("#convlstm img")).to_have_count(1, timeout=60_000)
-    summary = page.get_by_text("Ran 1 support(s): 2.")
-    expect(summary).to_be_visible()
+    expect(page.get_by_text("Ran 1 support(s): 2.")).to_be_visible()
+
+
+@needs_chromium
+def test_a_file_that_is_no_picture_is_named_when_run(page, tmp_path):
+    """The editor cannot show a text file and drops it; Run still names it and says what it is, and the good
+    support runs."""
+    from playwright.sync_api import expect
+
+    run_with_a_text_file_in_support_1(page, tmp_path)
     expect(page.get_by_text("Support 1's image: 'notes.txt' is not an image file that can be read").first
            ).to_be_visible()
 
@@ -163,17 +172,6 @@ def test_a_file_that_is_no_picture_is_forgotten_when_its_editor_is_cleared(page,
     so the page does not name a file the person removed; the good support runs."""
     from playwright.sync_api import expect
 
-    photos, masks, files = example("good")
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a picture")
-    page.locator("#support-editor-1 input[type=file]").set_input_files(str(notes))
-    page.wait_for_timeout(1000)
-    page.locator("#support-editor-1 button[aria-label='Clear canvas']").click()
-    page.locator("#support-editor-2 input[type=file]").set_input_files(photos[1])
-    page.locator("#support-mask-2 input[type=file]").set_input_files(masks[1])
-    page.locator("#query input[type=file]").set_input_files(files.query)
-    page.wait_for_timeout(2000)  # the editors draw their pictures
-    page.locator("#run").click()
-    expect(page.locator("#convlstm img")).to_have_count(1, timeout=60_000)
-    expect(page.get_by_text("Ran 1 support(s): 2.")).to_be_visible()
+    run_with_a_text_file_in_support_1(
+        page, tmp_path, then=page.locator("#support-editor-1 button[aria-label='Clear canvas']").click)
     expect(page.get_by_text("notes.txt")).to_have_count(0)
