@@ -12,7 +12,7 @@ from fss_demo import analysis, examples, images
 
 from .gradio_fixes import as_files, picture_file
 from .inputs import Inputs
-from .panels import PANELS, PageRun, effects_table, mask_picture, order_pictures, run_answer, run_picture
+from .panels import PANELS, PageRun, effects_table, order_pictures, run_answer, run_picture
 
 log = logging.getLogger("fss_demo.app")
 model = fss_demo.load_model()
@@ -125,7 +125,7 @@ def measure(page_run):
     effects, seconds = analysis.support_effects(model, episode)
     shown = lambda path: gr.update(value=path, visible=True)
     return [effects_table(effects, seconds, episode.truth is not None),
-            shown(picture_file(mask_picture(episode.masks[-1], page_run.size), "final_mask.png")),
+            shown(picture_file(images.mask_picture(episode.masks[-1], page_run.size), "final_mask.png")),
             shown(picture_file(run_picture(episode), "fss_run.png"))]
 
 
@@ -183,7 +183,7 @@ def segment(query, supports, masks, query_mask=None):
              for e, mask, lstm, logical_or in zip(effects, episode.masks, lstm_ious, or_ious)]
     numbers = {"threshold": model.threshold, "query_size": list(size), "steps": steps, "order": episode.order,
                "seconds": {"segment": round(seconds, 3), "leave_one_out": round(leave_one_out_seconds, 3)}}
-    files = lambda found, name: [(picture_file(mask_picture(mask, size), f"{name}_{k}.png"),
+    files = lambda found, name: [(picture_file(images.mask_picture(mask, size), f"{name}_{k}.png"),
                                   f"{name} after {k} support(s)") for k, mask in enumerate(found, start=1)]
     return files(episode.masks, "convlstm"), files(episode.or_masks, "or"), numbers
 

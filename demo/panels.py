@@ -4,7 +4,6 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from fss_demo import viz
 from fss_demo.analysis import Episode, gate_masks, standout
@@ -145,16 +144,6 @@ def run_picture(episode):
         ("ConvLSTM: prediction after supports 1..k", prediction_row(episode.query, episode.masks, lstm_ious)),
         ("Logical OR of the 1-shot predictions of supports 1..k",
          prediction_row(episode.query, episode.or_masks, or_ious))], tile=SLIDE_TILE)
-
-
-def mask_picture(mask, size=None):
-    """White on black, what image tools and this app read as a mask; at `size` (the photo's own) if given. Made
-    white on black before it is enlarged (nearest, as `fss_demo.images.resize_mask`): the same picture, in a third
-    to two thirds of the time at 48 MP (session 41)."""
-    picture = mask.astype(np.uint8) * 255
-    if size is None or picture.shape == tuple(size):
-        return picture
-    return np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.NEAREST))
 
 
 def order_pictures(episode, change):

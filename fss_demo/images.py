@@ -242,10 +242,17 @@ def fit(array, side, enlarge=False, own_size=None):
 
 def resize_mask(mask, size):
     """A bool mask (h, w) at `size` (H, W), nearest: a mask worked out on a shrunk photo, at the photo's own size."""
-    if mask.shape == tuple(size):
-        return mask
-    resized = Image.fromarray(mask.astype(np.uint8) * 255).resize((size[1], size[0]), Image.NEAREST)
-    return np.asarray(resized) > 127
+    return mask if mask.shape == tuple(size) else mask_picture(mask, size) > 127
+
+
+def mask_picture(mask, size=None):
+    """A bool mask as white on black (uint8, 255 = object), what image tools and the app read as a mask; at `size`
+    (H, W) if given, nearest. Made white on black before it is enlarged: for a 48-MP photo a third to two thirds of
+    the time of enlarging the bool mask first (session 41)."""
+    picture = mask.astype(np.uint8) * 255
+    if size is None or picture.shape == tuple(size):
+        return picture
+    return np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.NEAREST))
 
 
 # ---------------------------------------------------------------------------------------------------------------
